@@ -1,0 +1,213 @@
+"""Building blocks: weight-normalised convolutions with data-dependent initialisation,
+DenseNet blocks ending in channel attention, strided-conv down- and transposed-conv
+up-sampling, and the three network shapes the model uses.
+
+All networks take float tensors ``(B, C, H, W)``; images enter them through
+:func:`to_unit`, which maps integer levels ``0..n-1`` to ``[-1, 1]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_INIT_MODE = False
+
+
+@contextlib.contextmanager
+def data_dependent_init() -> Iterator[None]:
+    """Within this context, the first forward pass of every uninitialised weight-normalised
+    layer sets its gain and bias so that its outputs have zero mean and unit variance per
+    channel on that batch (Salimans & Kingma 2016)."""
+    global _INIT_MODE
+    previous, _INIT_MODE = _INIT_MODE, True
+    try:
+        yield
+    finally:
+        _INIT_MODE = previous
+
+
+class _WeightNorm(nn.Module):
+    """Shared logic of :class:`WNConv2d` and :class:`WNConvTranspose2d`: ``w = g * v / ||v||``.
+
+    ``initialized`` is a buffer, so a model loaded from a checkpoint is never re-initialised.
+    ``init_scale`` < 1 makes output heads start close to zero (a neutral distribution).
+    """
+
+    transposed = False
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, init_scale: float = 1.0):
+        super().__init__()
+        shape = (in_channels, out_channels, kernel_size, kernel_size) if self.transposed else \
+            (out_channels, in_channels, kernel_size, kernel_size)
+        self.v = nn.Parameter(torch.randn(shape) * 0.05)
+        self.g = nn.Parameter(torch.ones(out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.stride, self.padding, self.init_scale = stride, padding, init_scale
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _direction(self) -> torch.Tensor:
+        dims = [d for d in range(self.v.dim()) if d != (1 if self.transposed else 0)]
+        return self.v * torch.rsqrt(self.v.pow(2).sum(dim=dims, keepdim=True) + 1e-12)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        direction = self._direction()
+        if _INIT_MODE and not bool(self.initialized):
+            with torch.no_grad():
+                t = self._conv(x, direction, None)
+                mean = t.mean(dim=(0, 2, 3))
+                std = t.std(dim=(0, 2, 3)) + 1e-6
+                self.g.copy_(self.init_scale / std)
+                self.bias.copy_(-mean * self.init_scale / std)
+                self.initialized.fill_(True)
+        shape = (1, -1, 1, 1) if self.transposed else (-1, 1, 1, 1)
+        return self._conv(x, direction * self.g.view(shape), self.bias)
+
+
+class WNConv2d(_WeightNorm):
+    """Weight-normalised ``Conv2d``; ``(B, C_in, H, W) -> (B, C_out, H', W')``."""
+
+    def _conv(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.stride, self.padding)
+
+
+class WNConvTranspose2d(_WeightNorm):
+    """Weight-normalised ``ConvTranspose2d``; with kernel 4, stride 2, padding 1 it doubles H and W."""
+
+    transposed = True
+
+    def _conv(self, x, weight, bias):
+        return F.conv_transpose2d(x, weight, bias, self.stride, self.padding)
+
+
+def conv3x3(cin: int, cout: int, init_scale: float = 1.0) -> WNConv2d:
+    return WNConv2d(cin, cout, 3, padding=1, init_scale=init_scale)
+
+
+def conv1x1(cin: int, cout: int, init_scale: float = 1.0) -> WNConv2d:
+    return WNConv2d(cin, cout, 1, init_scale=init_scale)
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation style channel attention: global average pool -> 1x1 conv
+    C -> C/8 -> ELU -> 1x1 conv -> sigmoid -> rescale the channels. Shape-preserving."""
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.squeeze = nn.Conv2d(channels, hidden, 1)
+        self.excite = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = x.mean(dim=(2, 3), keepdim=True)
+        w = torch.sigmoid(self.excite(F.elu(self.squeeze(w))))
+        return x * w
+
+
+class DenseBlock(nn.Module):
+    """DenseNet block + channel attention, ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Each layer is 1x1 conv to 4*growth, ELU, 3x3 conv to growth, ELU; its output is
+    concatenated to its input. A 1x1 transition maps back to C channels, channel
+    attention rescales them, and the result is added to the input (a residual path
+    keeps deep stacks trainable from the first step).
+    """
+
+    def __init__(self, channels: int, growth: int, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        c = channels
+        for _ in range(layers):
+            self.layers.append(nn.Sequential(conv1x1(c, 4 * growth), nn.ELU(), conv3x3(4 * growth, growth), nn.ELU()))
+            c += growth
+        self.transition = conv1x1(c, channels, init_scale=0.1)
+        self.attention = ChannelAttention(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = x
+        for layer in self.layers:
+            features = torch.cat([features, layer(features)], dim=1)
+        return x + self.attention(self.transition(features))
+
+
+def _log2_ratio(size_in: int, size_out: int) -> int:
+    ratio = size_out / size_in
+    steps = round(math.log2(ratio))
+    if 2.0 ** steps != ratio:
+        raise ValueError(f"cannot resample spatial size {size_in} to {size_out}: sizes must differ by a power of 2")
+    return steps
+
+
+class Resample(nn.Sequential):
+    """Dense blocks interleaved with strided 3x3 convs (halving) or transposed 4x4 convs
+    (doubling) to go from spatial size ``size_in`` to ``size_out`` (a power-of-2 ratio).
+    ``(B, C, size_in, size_in) -> (B, C, size_out, size_out)``."""
+
+    def __init__(self, channels: int, size_in: int, size_out: int, growth: int, layers: int, blocks: int):
+        steps = _log2_ratio(size_in, size_out)
+        modules: List[nn.Module] = []
+        for _ in range(abs(steps)):
+            modules += [DenseBlock(channels, growth, layers) for _ in range(blocks)]
+            if steps < 0:
+                modules += [WNConv2d(channels, channels, 3, stride=2, padding=1), nn.ELU()]
+            else:
+                modules += [WNConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.ELU()]
+        modules += [DenseBlock(channels, growth, layers) for _ in range(blocks)]
+        super().__init__(*modules)
+
+
+def to_unit(level: torch.Tensor, num_values: int) -> torch.Tensor:
+    """Integer level ``0..num_values-1`` (uint8, ``(B, C, H, W)``) -> float in ``[-1, 1]``."""
+    return level.float() * (2.0 / (num_values - 1)) - 1.0
+
+
+class Branch(nn.Module):
+    """Stem conv + :class:`Resample`: one input (a level or a latent) brought to a common
+    width and spatial size."""
+
+    def __init__(self, in_channels: int, size_in: int, size_out: int, width: int, growth: int, layers: int,
+                 blocks: int):
+        super().__init__()
+        self.stem = conv3x3(in_channels, width)
+        self.body = Resample(width, size_in, size_out, growth, layers, blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.elu(self.stem(x)))
+
+
+class GaussianHead(nn.Module):
+    """Merges branch features (concatenated) into the parameters of a diagonal Gaussian
+    over a latent of ``latent_channels`` channels: ``(B, 2 * latent_channels, s, s)``."""
+
+    def __init__(self, in_channels: int, width: int, latent_channels: int, growth: int, layers: int, blocks: int):
+        super().__init__()
+        self.merge = conv1x1(in_channels, width)
+        self.body = nn.Sequential(*[DenseBlock(width, growth, layers) for _ in range(blocks)])
+        self.out = conv3x3(width, 2 * latent_channels, init_scale=0.1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(F.elu(self.merge(features))))
+
+
+class LikelihoodHead(GaussianHead):
+    """Same shape as :class:`GaussianHead`, ending in ``out_params`` channels (mixture parameters)."""
+
+    def __init__(self, in_channels: int, width: int, out_params: int, growth: int, layers: int, blocks: int):
+        super().__init__(in_channels, width, 1, growth, layers, blocks)
+        self.out = conv3x3(width, out_params, init_scale=0.1)
+
+
+def latent_size(level_size: int, max_size: int) -> int:
+    """Spatial size of a latent inferred from a level of spatial size ``level_size``."""
+    return min(level_size, max_size)
+
+
+Shape = Tuple[int, int, int]
