@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Type
+from typing import Dict, List, Optional, Sequence, Type
 
 import numpy as np
 import torch
@@ -60,11 +60,16 @@ class Transform:
       ``(C, H, W)`` uint8 numpy -> ``(C', H', W')`` uint8 numpy, used by tests.
 
     ``repeatable = False`` marks transforms whose repetition adds nothing
-    (a sketch of a sketch); the chain parser rejects such chains.
+    (a sketch of a sketch); the chain parser rejects chains where such a transform
+    appears more than once. ``takes_argument = True`` makes the parser pass the text
+    after ``':'`` to ``__init__`` (``bits:3``) instead of reading it as a repeat count;
+    such a transform raises :class:`TransformError` when the argument is missing or
+    malformed.
     """
 
     name: str = ""
     repeatable: bool = True
+    takes_argument: bool = False
 
     def __init__(self, arg: Optional[str] = None):
         if arg is not None:
@@ -82,8 +87,10 @@ class Transform:
     def __call__(self, y: torch.Tensor, spec: Optional[LevelSpec] = None) -> torch.Tensor:
         spec = spec or spec_of(y)
         check_level(y, spec, what=f"input of '{self}'")
-        self.output_spec(spec)  # raises on impossible input
-        return self.apply(y, spec)
+        out_spec = self.output_spec(spec)  # raises on impossible input
+        out = self.apply(y, spec)
+        check_level(out, out_spec, what=f"output of '{self}'")
+        return out
 
     def __str__(self) -> str:
         return self.name
@@ -137,12 +144,15 @@ class Chain:
     def __init__(self, transforms: Sequence[Transform], text: str = ""):
         self.transforms = list(transforms)
         self.text = text or ",".join(str(t) for t in self.transforms)
-        previous = None
-        for t in self.transforms:
-            if previous is not None and previous.name == t.name and not t.repeatable:
-                raise TransformError(f"chain '{self.text}': '{t.name}' of a '{t.name}' adds nothing; "
-                                     f"'{t.name}' cannot follow itself")
-            previous = t
+        seen = set()
+        for i, t in enumerate(self.transforms):
+            if not t.repeatable and t.name in seen:
+                if self.transforms[i - 1].name == t.name:
+                    raise TransformError(f"chain '{self.text}': '{t.name}' of a '{t.name}' adds nothing; "
+                                         f"'{t.name}' cannot follow itself")
+                raise TransformError(f"chain '{self.text}': '{t.name}' of a '{t.name}' adds nothing, even with "
+                                     f"other transforms in between; '{t.name}' may appear only once")
+            seen.add(t.name)
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -169,8 +179,9 @@ class Chain:
         spec = LevelSpec(x.shape[1], x.shape[2], x.shape[3], num_values)
         specs = self.specs(spec)
         ys, y = [], x
-        for t, out_spec in zip(self.transforms, specs):
+        for i, (t, out_spec) in enumerate(zip(self.transforms, specs)):
             y = t.apply(y, spec)
+            check_level(y, out_spec, what=f"output of step {i + 1} ('{t}') of chain '{self.text}'")
             ys.append(y)
             spec = out_spec
         return ys
