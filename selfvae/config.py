@@ -85,8 +85,13 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # Sized for 2 CPU cores (see experiments/throughput.py).
     "small": dict(width=32, growth=16, dense_layers=1, blocks=1, flow_couplings=4, flow_hidden=32),
     # The paper's scale: latents 16x8x8 and 32-42 M parameters (see experiments/param_count.py).
-    "paper": dict(width=256, growth=64, dense_layers=3, blocks=2, flow_couplings=8, flow_hidden=256),
+    # Its width depends on K (PAPER_WIDTH), as the paper kept every model in that range.
+    "paper": dict(dense_layers=3, blocks=2, flow_couplings=8, flow_hidden=256),
 }
+
+# Width of the `paper` preset by number of levels K (growth = width / 4), chosen so that
+# the models have 32-42 M parameters like the paper's; K >= 4 uses the last entry.
+PAPER_WIDTH = {0: 328, 1: 208, 2: 176, 3: 160, 4: 144}
 
 
 def chain_text(transform: str, levels: int | None) -> str:
@@ -111,5 +116,10 @@ def make_config(preset: str = "small", transform: str = "downscale", levels: int
     """A config from a preset name, a transform chain and overrides of any config value."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}'; known presets: {sorted(PRESETS)}")
-    values = {**PRESETS[preset], **overrides, "transform": chain_text(transform, levels)}
+    chain = chain_text(transform, levels)
+    values = dict(PRESETS[preset])
+    if preset == "paper":
+        width = PAPER_WIDTH[min(len(parse_chain(chain)), max(PAPER_WIDTH))]
+        values.update(width=width, growth=width // 4)
+    values.update(overrides, transform=chain)
     return ModelConfig.from_dict(values)
