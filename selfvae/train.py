@@ -407,11 +407,11 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 @torch.no_grad()
 def replica_difference(model: torch.nn.Module) -> float:
     """Largest absolute difference between this rank's parameters and rank 0's (0.0 = identical)."""
-    worst = torch.zeros(())
+    worst = torch.zeros((), device=next(model.parameters()).device)
     for p in model.parameters():
         reference = p.detach().clone()
         dist.broadcast(reference, src=0)
-        worst = torch.maximum(worst, (reference - p.detach()).abs().max().cpu())
+        worst = torch.maximum(worst, (reference - p.detach()).abs().max())
     dist.all_reduce(worst, op=dist.ReduceOp.MAX)
     return float(worst)
 
