@@ -91,7 +91,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 # Width of the `paper` preset by number of levels K (growth = width / 4), chosen so that
 # the models have 32-42 M parameters like the paper's; K >= 4 uses the last entry.
-PAPER_WIDTH = {0: 328, 1: 208, 2: 176, 3: 160, 4: 144}
+PAPER_WIDTH = {0: 328, 1: 216, 2: 176, 3: 160, 4: 144}
 
 
 def chain_text(transform: str, levels: int | None) -> str:

@@ -82,17 +82,23 @@ class ConditionalPrior(nn.Module):
 
 class Decoder(nn.Module):
     """``p(y_{k-1} | y_k, z_k)`` (or ``p(y_K | u)`` when ``level`` is None): a discretized
-    logistic mixture over the output level ``out``, with as many bins as ``out`` has values."""
+    logistic mixture over the output level ``out``, with as many bins as ``out`` has values.
+
+    The latent is brought to the condition's resolution and merged with it there; only the
+    merged features are upsampled to the output resolution (for a downscale chain that is
+    one resolution up), so the costly full-resolution work is done once.
+    """
 
     def __init__(self, latent: Shape, level: Optional[LevelSpec], out: LevelSpec, cfg: ModelConfig):
         super().__init__()
         self.level, self.out, self.cfg = level, out, cfg
         args = (cfg.width, cfg.growth, cfg.dense_layers, cfg.blocks)
-        self.latent_branch = Branch(latent[0], latent[1], out.height, *args)
-        self.level_branch = None if level is None else Branch(level.channels, level.height, out.height, *args)
+        merge_size = out.height if level is None else level.height
+        self.latent_branch = Branch(latent[0], latent[1], merge_size, *args)
+        self.level_branch = None if level is None else Branch(level.channels, level.height, merge_size, *args)
         branches = 1 if level is None else 2
         params = DiscretizedLogisticMixture.num_params(out.channels, cfg.components)
-        self.head = LikelihoodHead(branches * cfg.width, cfg.width, params, *args[1:])
+        self.head = LikelihoodHead(branches * cfg.width, merge_size, out.height, params, *args)
 
     def condition(self, level: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if self.level_branch is None:

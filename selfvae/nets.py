@@ -197,12 +197,19 @@ class GaussianHead(nn.Module):
         return self.out(self.body(F.elu(self.merge(features))))
 
 
-class LikelihoodHead(GaussianHead):
-    """Same shape as :class:`GaussianHead`, ending in ``out_params`` channels (mixture parameters)."""
+class LikelihoodHead(nn.Module):
+    """Merges branch features at spatial size ``size_in``, upsamples them to ``size_out`` and
+    ends in ``out_params`` channels (mixture parameters): ``(B, out_params, size_out, size_out)``."""
 
-    def __init__(self, in_channels: int, width: int, out_params: int, growth: int, layers: int, blocks: int):
-        super().__init__(in_channels, width, 1, growth, layers, blocks)
+    def __init__(self, in_channels: int, size_in: int, size_out: int, out_params: int, width: int, growth: int,
+                 layers: int, blocks: int):
+        super().__init__()
+        self.merge = conv1x1(in_channels, width)
+        self.body = Resample(width, size_in, size_out, growth, layers, blocks)
         self.out = conv3x3(width, out_params, init_scale=0.1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(F.elu(self.merge(features))))
 
 
 def latent_size(level_size: int, max_size: int) -> int:
