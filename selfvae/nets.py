@@ -51,25 +51,29 @@ class _WeightNorm(nn.Module):
         self.stride, self.padding, self.init_scale = stride, padding, init_scale
         self.register_buffer("initialized", torch.tensor(False))
 
+    @property
+    def _dim(self) -> int:
+        return 1 if self.transposed else 0  # the output-channel axis of the weight
+
     def _direction(self) -> torch.Tensor:
-        dims = [d for d in range(self.v.dim()) if d != (1 if self.transposed else 0)]
+        dims = [d for d in range(self.v.dim()) if d != self._dim]
         return self.v * torch.rsqrt(self.v.pow(2).sum(dim=dims, keepdim=True) + 1e-12)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        direction = self._direction()
         if _INIT_MODE and not bool(self.initialized):
             with torch.no_grad():
-                t = self._conv(x, direction, None)
+                t = self._conv(x, self._direction(), None)
                 mean = t.mean(dim=(0, 2, 3))
                 std = t.std(dim=(0, 2, 3)) + 1e-6
                 self.g.copy_(self.init_scale / std)
                 self.bias.copy_(-mean * self.init_scale / std)
                 self.initialized.fill_(True)
         shape = (1, -1, 1, 1) if self.transposed else (-1, 1, 1, 1)
-        return self._conv(x, direction * self.g.view(shape), self.bias)
+        # torch._weight_norm is g * v / ||v|| as one fused op (fewer kernels per layer on CPU)
+        return self._conv(x, torch._weight_norm(self.v, self.g.view(shape), self._dim), self.bias)
 
 
 class WNConv2d(_WeightNorm):

@@ -1,0 +1,131 @@
+"""The structure of the paper's Table 1 on a fixed compute budget.
+
+Trains the VAE (K = 0), selfVAE-downscale (K = 1), selfVAE-sketch (K = 1) and
+selfVAE-downscale-3lvl (K = 3) for the same number of steps on each dataset, evaluates
+each on its test split (ELBO and IW bound), and writes
+
+* ``OUT/table1.md``: test ELBO bpd, IW bpd, parameters and wall time per model and dataset;
+* ``OUT/samples_<dataset>.png``: one row of unconditional samples per model.
+
+    python experiments/table1.py --steps 300 --out runs/table1                # built-in data, 32 and 64
+    python experiments/table1.py --cifar10 ~/data/cifar-10-batches-py --imagenette ~/data/imagenette \\
+        --celeba ~/data/celeba --steps 20000 --preset paper --out runs/table1-paper
+
+A run whose ``eval.json`` exists is reused, so an interrupted table continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Tuple
+
+import torch
+
+from selfvae.checkpoint import load_model
+from selfvae.images import save_rows
+
+MODELS: List[Tuple[str, str, int]] = [
+    ("VAE", "downscale", 0),
+    ("selfVAE-downscale", "downscale", 1),
+    ("selfVAE-sketch", "sketch", 1),
+    ("selfVAE-downscale-3lvl", "downscale", 3),
+]
+
+
+def run_one(dataset: str, root: str | None, size: int, transform: str, levels: int, out: str,
+            args: argparse.Namespace) -> Dict:
+    """Train one model (unless its eval.json exists) and return its eval.json plus wall time."""
+    report = os.path.join(out, "eval.json")
+    if not os.path.exists(report):
+        if os.path.exists(out):
+            raise SystemExit(f"{out} holds an unfinished run; remove it or finish it with selfvae.train --resume")
+        cmd = [sys.executable, "-m", "selfvae.train", "--dataset", dataset, "--image-size", str(size),
+               "--transform", transform, "--levels", str(levels), "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--out", out,
+               "--iw-samples", str(args.iw_samples), "--image-every", str(args.steps),
+               "--eval-every", str(max(args.steps // 4, 1)), "--checkpoint-every", str(max(args.steps // 4, 1))]
+        if root:
+            cmd += ["--data-root", root]
+        if args.iw_images:
+            cmd += ["--iw-images", str(args.iw_images)]
+        if args.preset:
+            cmd += ["--preset", args.preset]
+        print("\n$ " + " ".join(cmd), flush=True)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        with open(os.path.join(out, "wall_time.json"), "w") as f:
+            json.dump({"seconds": time.perf_counter() - start}, f)
+    with open(report) as f:
+        result = json.load(f)
+    wall = os.path.join(out, "wall_time.json")
+    result["wall_seconds"] = json.load(open(wall))["seconds"] if os.path.exists(wall) else float("nan")
+    return result
+
+
+@torch.no_grad()
+def sample_rows(outs: List[str], num: int, seed: int) -> List[torch.Tensor]:
+    rows = []
+    for out in outs:
+        model, _ = load_model(os.path.join(out, "latest.pt"))
+        model.eval()
+        g = torch.Generator().manual_seed(seed)
+        rows.append(model.generate(num, generator=g).images)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/table1")
+    p.add_argument("--steps", type=int, default=300, help="training steps of every model")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="sizes of the built-in data")
+    p.add_argument("--no-default", action="store_true", help="skip the built-in data")
+    p.add_argument("--cifar10", help="folder with the CIFAR-10 python batches (32x32)")
+    p.add_argument("--imagenette", help="Imagenette image folder (64x64)")
+    p.add_argument("--celeba", help="CelebA image folder (64x64, the paper's crop)")
+    p.add_argument("--preset", default=None, help="model preset (default: small on CPU, paper on CUDA)")
+    p.add_argument("--iw-samples", type=int, default=32)
+    p.add_argument("--iw-images", type=int, default=128, help="test images for the IW bound (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    datasets: List[Tuple[str, str, str | None, int]] = []
+    if not args.no_default:
+        datasets += [(f"default{s}", "default", None, s) for s in args.sizes]
+    for name, size in (("cifar10", 32), ("imagenette", 64), ("celeba", 64)):
+        if getattr(args, name):
+            datasets.append((f"{name}{size}", name, getattr(args, name), size))
+
+    rows = []
+    for label, dataset, root, size in datasets:
+        outs = []
+        for model_name, transform, levels in MODELS:
+            out = os.path.join(args.out, label, model_name)
+            result = run_one(dataset, root, size, transform, levels, out, args)
+            rows.append((label, model_name, result))
+            outs.append(out)
+        path = save_rows(sample_rows(outs, 8, args.seed), os.path.join(args.out, f"samples_{label}.png"))
+        print(f"wrote {path} (rows: {', '.join(m for m, _, _ in MODELS)})", flush=True)
+
+    lines = [f"Budget: {args.steps} steps x batch {args.batch_size} per model, seed {args.seed}; "
+             f"IW bound with {args.iw_samples} samples on the first {args.iw_images or 'all'} test images.", "",
+             "| data | model | K | test ELBO bpd | test IW bpd | parameters | wall time |",
+             "|---|---|---|---|---|---|---|"]
+    levels = {name: k for name, _, k in MODELS}
+    for label, model_name, r in rows:
+        iw = f"{r['iw_bpd']:.3f}" if r.get("iw_bpd") is not None else "–"
+        lines.append(f"| {label} | {model_name} | {levels[model_name]} | {r['elbo_bpd']:.3f} | {iw} | "
+                     f"{r['parameters'] / 1e6:.2f} M | {r['wall_seconds'] / 60:.1f} min |")
+    text = "\n".join(lines) + "\n"
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "table1.md"), "w") as f:
+        f.write(text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
