@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from transforms import LevelSpec, TransformError, check_level, parse_chain
 
@@ -87,6 +88,11 @@ class Decoder(nn.Module):
     The latent is brought to the condition's resolution and merged with it there; only the
     merged features are upsampled to the output resolution (for a downscale chain that is
     one resolution up), so the costly full-resolution work is done once.
+
+    When the condition has the output's channels (downscale, bits, blur, lowpass), the
+    mixture means are predicted as a residual on top of the condition, bilinearly upsampled
+    to the output's size: the network starts from "x looks like its transform" instead of
+    from grey, as super-resolution networks predict a residual over the upsampled input.
     """
 
     def __init__(self, latent: Shape, level: Optional[LevelSpec], out: LevelSpec, cfg: ModelConfig):
@@ -96,21 +102,33 @@ class Decoder(nn.Module):
         merge_size = out.height if level is None else level.height
         self.latent_branch = Branch(latent[0], latent[1], merge_size, *args)
         self.level_branch = None if level is None else Branch(level.channels, level.height, merge_size, *args)
+        self.residual = level is not None and level.channels == out.channels
         branches = 1 if level is None else 2
         params = DiscretizedLogisticMixture.num_params(out.channels, cfg.components)
         self.head = LikelihoodHead(branches * cfg.width, merge_size, out.height, params, *args)
 
-    def condition(self, level: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    def condition(self, level: Optional[torch.Tensor]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """The parts that depend on ``y_k`` only: its features, and the mean offset (or None)."""
         if self.level_branch is None:
             return None
-        return self.level_branch(to_unit(level, self.level.num_values))
+        unit = to_unit(level, self.level.num_values)
+        offset = None
+        if self.residual:
+            offset = F.interpolate(unit, size=(self.out.height, self.out.width), mode="bilinear",
+                                   align_corners=False) if unit.shape[-1] != self.out.width else unit
+        return self.level_branch(unit), offset
 
-    def forward(self, condition: Optional[torch.Tensor], latent: torch.Tensor) -> DiscretizedLogisticMixture:
-        features = self.latent_branch(latent)
+    def forward(self, condition: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]],
+                latent: torch.Tensor) -> DiscretizedLogisticMixture:
+        features, offset = self.latent_branch(latent), None
         if condition is not None:
-            features = torch.cat([condition, features], dim=1)
-        return DiscretizedLogisticMixture(self.head(features), channels=self.out.channels,
-                                          num_values=self.out.num_values, components=self.cfg.components,
+            features, offset = torch.cat([condition[0], features], dim=1), condition[1]
+        params = self.head(features)
+        C, M = self.out.channels, self.cfg.components
+        if offset is not None:  # means occupy channels M .. M + C*M, ordered (channel, component)
+            means = params[:, M:M + C * M] + offset.repeat_interleave(M, dim=1)
+            params = torch.cat([params[:, :M], means, params[:, M + C * M:]], dim=1)
+        return DiscretizedLogisticMixture(params, channels=C, num_values=self.out.num_values, components=M,
                                           min_log_scale=self.cfg.min_log_scale)
 
 
@@ -120,18 +138,22 @@ class Inference:
 
     levels: ``[x, y_1, ..., y_K]`` uint8. q_u: ``q(u | y_K)``. q_z: ``[q(z_1 | x), ..., q(z_K | y_{K-1})]``.
     prior_conditions[k-1]: ``y_k`` features of ``p(z_k | y_k, .)``; decoder_conditions[k-1]: ``y_k``
-    features of ``p(y_{k-1} | y_k, z_k)``.
+    features and mean offset of ``p(y_{k-1} | y_k, z_k)`` (see :meth:`Decoder.condition`).
     """
 
     levels: List[torch.Tensor]
     q_u: DiagonalGaussian
     q_z: List[DiagonalGaussian]
     prior_conditions: List[torch.Tensor]
-    decoder_conditions: List[torch.Tensor]
+    decoder_conditions: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
 
     def repeat(self, times: int) -> "Inference":
         """Each example repeated ``times`` times (``repeat_interleave`` order)."""
-        rep = lambda t: t.repeat_interleave(times, dim=0)  # noqa: E731
+        def rep(t):
+            if t is None or isinstance(t, torch.Tensor):
+                return None if t is None else t.repeat_interleave(times, dim=0)
+            return tuple(rep(part) for part in t)
+
         return Inference([rep(y) for y in self.levels], self.q_u.repeat(times), [q.repeat(times) for q in self.q_z],
                          [rep(c) for c in self.prior_conditions], [rep(c) for c in self.decoder_conditions])
 
