@@ -294,8 +294,6 @@ def mode_table(model: SelfVAE, images: torch.Tensor, batch_size: int = 64, seed:
     rec_decode = decode or "mode"
     rows: Dict[Tuple[str, Optional[int]], _ModeStats] = {("generate", None): _ModeStats("generate", None, {},
                                                                                         gen_decode)}
-    for k in range(1, K + 1):
-        rows[("cond-generate", k)] = _ModeStats("cond-generate", k, {f"y{k}": model.specs[k].dims}, gen_decode)
     n = images.shape[0]
     bar = tqdm(total=n, desc="modes", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
     try:
@@ -306,7 +304,7 @@ def mode_table(model: SelfVAE, images: torch.Tensor, batch_size: int = 64, seed:
                 rec = model.cond_reconstruct(x, level=k, decode=rec_decode, generator=g)
                 _add(rows, "cond-reconstruct", k, rec, x, rec_decode, with_ssim)
                 gen = model.cond_generate(levels[k], level=k, decode=gen_decode, generator=g)
-                rows[("cond-generate", k)].add({f"y{k}": rec.sent_bits[f"y{k}"]}, x, gen.images, with_ssim)
+                _add(rows, "cond-generate", k, gen, x, gen_decode, with_ssim)
             _add(rows, "reconstruct1", None, model.reconstruct1(x, decode=rec_decode, generator=g), x, rec_decode,
                  with_ssim)
             _add(rows, "reconstruct2", None, model.reconstruct2(x, decode=rec_decode, generator=g), x, rec_decode,

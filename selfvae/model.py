@@ -137,15 +137,18 @@ class Inference:
     """Everything about one batch that does not depend on the sampled latents.
 
     levels: ``[x, y_1, ..., y_K]`` uint8. q_u: ``q(u | y_K)``. q_z: ``[q(z_1 | x), ..., q(z_K | y_{K-1})]``.
+    lowest: the level the inference starts from (0: x; k: only the model at and above y_k, the
+    entries below are None).
     prior_conditions[k-1]: ``y_k`` features of ``p(z_k | y_k, .)``; decoder_conditions[k-1]: ``y_k``
     features and mean offset of ``p(y_{k-1} | y_k, z_k)`` (see :meth:`Decoder.condition`).
     """
 
-    levels: List[torch.Tensor]
+    levels: List[Optional[torch.Tensor]]
     q_u: DiagonalGaussian
-    q_z: List[DiagonalGaussian]
-    prior_conditions: List[torch.Tensor]
-    decoder_conditions: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
+    q_z: List[Optional[DiagonalGaussian]]
+    prior_conditions: List[Optional[torch.Tensor]]
+    decoder_conditions: List[Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]]
+    lowest: int = 0
 
     def repeat(self, times: int) -> "Inference":
         """Each example repeated ``times`` times (``repeat_interleave`` order)."""
@@ -154,8 +157,10 @@ class Inference:
                 return None if t is None else t.repeat_interleave(times, dim=0)
             return tuple(rep(part) for part in t)
 
-        return Inference([rep(y) for y in self.levels], self.q_u.repeat(times), [q.repeat(times) for q in self.q_z],
-                         [rep(c) for c in self.prior_conditions], [rep(c) for c in self.decoder_conditions])
+        return Inference([rep(y) for y in self.levels], self.q_u.repeat(times),
+                         [q.repeat(times) if q is not None else None for q in self.q_z],
+                         [rep(c) for c in self.prior_conditions], [rep(c) for c in self.decoder_conditions],
+                         self.lowest)
 
 
 @dataclass
@@ -237,16 +242,26 @@ class SelfVAE(nn.Module):
             self.elbo_terms(x)
 
     # ------------------------------------------------------------------ inference
-    def infer(self, x: torch.Tensor) -> Inference:
-        """Posteriors and ``y``-features of a batch; nothing here depends on sampled latents."""
-        levels = self.make_levels(x)
+    def infer(self, y: torch.Tensor, level: int = 0) -> Inference:
+        """Posteriors and ``y``-features of a batch; nothing here depends on sampled latents.
+
+        ``y`` is the uint8 level ``level`` (x for ``level = 0``, the usual case); for ``level = k > 0``
+        only the part of the model at and above ``y_k`` is set up (the levels above are computed
+        with the transforms), which gives the ELBO of ``y_k`` alone.
+        """
         K = self.levels
+        check_level(y, self.specs[level], what="model input x" if level == 0 else f"y_{level}")
+        levels: List[Optional[torch.Tensor]] = [None] * level + [y]
+        for k in range(level + 1, K + 1):
+            levels.append(self.chain.transforms[k - 1](levels[k - 1], self.specs[k - 1]))
+        above = range(level + 1, K + 1)  # the z_k of the (partial) model
         return Inference(
             levels=levels,
             q_u=self.q_u(levels[K]),
-            q_z=[self.q_z[k - 1](levels[k - 1]) for k in range(1, K + 1)],
-            prior_conditions=[self.p_z[k - 1].condition(levels[k]) for k in range(1, K + 1)],
-            decoder_conditions=[self.p_y[k - 1].condition(levels[k]) for k in range(1, K + 1)],
+            q_z=[None] * level + [self.q_z[k - 1](levels[k - 1]) for k in above],
+            prior_conditions=[None] * level + [self.p_z[k - 1].condition(levels[k]) for k in above],
+            decoder_conditions=[None] * level + [self.p_y[k - 1].condition(levels[k]) for k in above],
+            lowest=level,
         )
 
     def terms_from(self, inference: Inference, noise: Optional[Noise] = None,
@@ -257,7 +272,7 @@ class SelfVAE(nn.Module):
         ``z_k``: ``ln p(z_k | y_k, h_k) - ln q(z_k | y_{k-1})``; ``u``: ``ln p(u) - ln q(u | y_K)``.
         Their sum is ``ln p(x, y, z, u) - ln Q(z, u | x, y)``, whose expectation is the ELBO.
         ``noise`` maps ``u``/``z{k}`` to standard-normal tensors of the latents' shapes (else drawn
-        from ``generator``).
+        from ``generator``). For an inference from level k > 0 only the terms at and above k exist.
         """
         noise = noise or {}
         K, ys = self.levels, inference.levels
@@ -266,7 +281,7 @@ class SelfVAE(nn.Module):
         terms["u"] = self.p_u.log_prob(u) - inference.q_u.log_prob(u)
         terms[f"y{K}" if K else "x"] = self.p_top(None, u).log_prob(ys[K])
         parent = u
-        for k in range(K, 0, -1):
+        for k in range(K, inference.lowest, -1):
             q = inference.q_z[k - 1]
             z = q.sample(noise=noise.get(f"z{k}"), generator=generator)
             prior = self.p_z[k - 1](inference.prior_conditions[k - 1], parent)
@@ -274,7 +289,7 @@ class SelfVAE(nn.Module):
             name = f"y{k - 1}" if k > 1 else "x"
             terms[name] = self.p_y[k - 1](inference.decoder_conditions[k - 1], z).log_prob(ys[k - 1])
             parent = z
-        return {name: terms[name] for name in self.term_names()}
+        return {name: terms[name] for name in self.term_names() if name in terms}
 
     def elbo_terms(self, x: torch.Tensor, noise: Optional[Noise] = None,
                    generator: Optional[torch.Generator] = None) -> Terms:
@@ -391,12 +406,14 @@ class SelfVAE(nn.Module):
             return math.prod(self.z_shapes[int(name[1:]) - 1])
         return self.specs[int(name[1:])].dims
 
-    def _result(self, levels, x: Optional[torch.Tensor], names: Sequence[str], generator,
+    def _result(self, levels, source: torch.Tensor, names: Sequence[str], generator, level: int = 0,
                 samples: int = 8) -> ModeResult:
+        """A :class:`ModeResult` with the bits of the sent variables, computed from ``source`` (x, or
+        the given ``y_level``)."""
         sent_bits = {}
-        if names and x is not None:
+        if names:
             # The ELBO terms averaged over a few posterior samples (a single-sample KL is noisy).
-            inference = self.infer(x)
+            inference = self.infer(source, level)
             runs = [self.terms_from(inference, generator=generator) for _ in range(samples)]
             terms = {name: torch.stack([r[name] for r in runs]).mean(0) for name in runs[0]}
             sent_bits = self._sent_bits(terms, names)
@@ -435,8 +452,7 @@ class SelfVAE(nn.Module):
         levels = self._descend(levels, parent, level, None, decode, temperature, generator)
         for k in range(level + 1, K + 1):  # the levels above k are functions of y_k*
             levels[k] = self.chain.transforms[k - 1](levels[k - 1], self.specs[k - 1])
-        sent = {f"y{level}": self.specs[level].dims}
-        return ModeResult(images=levels[0], levels=levels, sent=sent)
+        return self._result(levels, y, [f"y{level}"], generator, level=level)
 
     @torch.no_grad()
     def cond_reconstruct(self, x: torch.Tensor, level: int, decode: str = "mode", latents: str = "mean",

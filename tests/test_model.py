@@ -219,3 +219,20 @@ def test_parameter_counts_add_up():
     model, _ = tiny("downscale", 2)
     counts = parameter_counts(model)
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+def test_partial_inference_from_a_level_gives_the_terms_above_it():
+    """The ELBO of y_k alone (what conditional generation sends) equals the terms of the full
+    ELBO at and above level k, for the same noise."""
+    model, x = tiny("downscale", 3)
+    model.eval()
+    noise = model.sample_noise(x.shape[0], 0, seed=2, device=x.device)
+    with torch.no_grad():
+        full = model.elbo_terms(x, noise=noise)
+        for k in range(1, 4):
+            y_k = model.make_levels(x)[k]
+            partial = model.terms_from(model.infer(y_k, level=k), noise=noise)
+            expected = [f"y{j}" for j in range(k, 4)] + [f"z{j}" for j in range(k + 1, 4)] + ["u"]
+            assert sorted(partial) == sorted(expected)
+            for name in expected:
+                assert torch.allclose(partial[name], full[name], atol=1e-5), (k, name)
