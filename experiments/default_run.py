@@ -73,7 +73,7 @@ def main() -> None:
     print(f"| test images | {result['n_images']} |")
     print(f"| ELBO (test) | {result['elbo_bpd']:.3f} bpd |")
     if result.get("iw_bpd") is not None:
-        print(f"| IW bound, {result['iw_samples']} samples (first {result['iw_n_images']} test images) | "
+        print(f"| IW bound, {result['iw_samples']} samples ({result['iw_n_images']} test images) | "
               f"{result['iw_bpd']:.3f} bpd |")
     print(f"| PNG, lossless, one file per patch (same test patches) | {png:.3f} bpd |")
     print(f"| WebP, lossless, one file per patch (same test patches) | {webp:.3f} bpd |")

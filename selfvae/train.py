@@ -95,7 +95,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     r.add_argument("--iw-samples", type=int, default=32,
                    help="importance samples per test image for the final evaluation (paper: 512)")
     r.add_argument("--iw-images", type=int, default=None,
-                   help="evaluate the IW bound on the first N test images only (default: all)")
+                   help="evaluate the IW bound on N test images spread evenly over the split (default: all); "
+                        "eval.json then also holds the ELBO of that subset (iw_subset_elbo_bpd)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     r.add_argument("--no-progress", dest="progress", action="store_false")
     r.add_argument("--kill-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests: SIGKILL self
@@ -397,13 +398,16 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         write_images(model, test.images[:8].to(device), out, "final", args.seed)
         elbo = evaluate_images(model, test.images, batch_size=64, device=device, autocast_dtype=autocast_dtype,
                                progress=args.progress, desc="test ELBO", seed=args.seed)
-        iw_set = test.images[:args.iw_images] if args.iw_images else test.images
+        iw_set = test.images
+        if args.iw_images and args.iw_images < len(test.images):  # evenly spread over the test split
+            iw_set = test.images[torch.linspace(0, len(test.images) - 1, args.iw_images).round().long()]
         iw = evaluate_images(model, iw_set, batch_size=64, iw_samples=args.iw_samples, device=device,
                              autocast_dtype=autocast_dtype, progress=args.progress, desc="test IW bound",
                              seed=args.seed) if args.iw_samples else {"iw_bpd": None, "n_images": 0}
         result.update(
             elbo_bpd=elbo["elbo_bpd"], terms_bpd=elbo["terms_bpd"], n_images=elbo["n_images"],
             iw_bpd=iw["iw_bpd"], iw_samples=args.iw_samples, iw_n_images=iw["n_images"],
+            iw_subset_elbo_bpd=iw.get("elbo_bpd"),
             steps=step, skipped_steps=skipped, best_validation_bpd=best_val, parameters=count_parameters(model),
             config=config.to_dict(), dataset=args.dataset, image_size=args.image_size, seed=args.seed,
             device=str(device), precision=precision)

@@ -110,7 +110,9 @@ def test_json_figures_and_mode_table(setup, capsys):
             assert r["bpd"] == pytest.approx(r["bits"] / (3 * 16 * 16))
             assert r["bits"] == pytest.approx(sum(r["sent_bits"].values()))
     # y_k costs the same in both conditional modes; sending more levels costs more bits
-    assert rows[("cond-generate", 1)]["sent_bits"]["y1"] == rows[("cond-reconstruct", 1)]["sent_bits"]["y1"]
+    # (two Monte Carlo estimates of the same quantity, from different posterior samples)
+    assert rows[("cond-generate", 1)]["sent_bits"]["y1"] == pytest.approx(
+        rows[("cond-reconstruct", 1)]["sent_bits"]["y1"], rel=0.02)
     assert rows[("cond-generate", 1)]["bits"] > rows[("cond-generate", 2)]["bits"]
 
     table = [line for line in printed.splitlines() if line.startswith("| ")]
