@@ -45,7 +45,7 @@ from transforms import TransformError
 
 from .checkpoint import CheckpointError, load_model
 from .data import DataError, load_dataset, load_image_folder
-from .evaluation import evaluate_images
+from .evaluation import evaluate_images, spread_subset
 from .metrics import MetricsError, fid_from_features, inception_features, load_inception, psnr, ssim
 from .model import SelfVAE, parameter_counts
 
@@ -77,7 +77,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     e.add_argument("--iw-samples", type=int, default=512,
                    help="importance samples per image for the IW bound (paper: 512; 0 = skip)")
     e.add_argument("--iw-chunk", type=int, default=32, help="samples processed at once (memory ~ batch * chunk)")
-    e.add_argument("--iw-images", type=int, default=None, help="IW bound on the first N images only")
+    e.add_argument("--iw-images", type=int, default=None, help="IW bound on N images spread evenly over the set")
     m = p.add_argument_group("modes, timing, FID")
     m.add_argument("--modes", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the table of generation/reconstruction modes (default on)")
@@ -435,7 +435,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
           f"{terms}")
 
     if args.iw_samples:
-        iw_set = images[:args.iw_images] if args.iw_images else images
+        iw_set = spread_subset(images, args.iw_images)
         iw = iw_bound(model, iw_set, args.iw_samples, chunk=args.iw_chunk, batch_size=args.batch_size,
                       seed=args.seed, device=device, progress=args.progress)
         result.update(iw)

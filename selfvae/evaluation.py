@@ -63,3 +63,11 @@ def evaluate_images(model: SelfVAE, images: torch.Tensor, batch_size: int = 64, 
         "iw_samples": iw_samples,
         "n_images": n,
     }
+
+
+def spread_subset(images: torch.Tensor, n: int | None) -> torch.Tensor:
+    """``n`` images spread evenly over ``images`` (all of them when ``n`` is None or too large):
+    a subset for costly figures (the IW bound) that does not favour the first source image."""
+    if not n or n >= len(images):
+        return images
+    return images[torch.linspace(0, len(images) - 1, n).round().long()]

@@ -35,7 +35,7 @@ from transforms import TransformError
 from .checkpoint import CheckpointError, config_difference, read_checkpoint, save_checkpoint
 from .config import PRESETS, ModelConfig, make_config
 from .data import DataError, augment, load_dataset
-from .evaluation import evaluate_images
+from .evaluation import evaluate_images, spread_subset
 from .images import save_grid, save_rows
 from .model import SelfVAE, build_model, count_parameters
 
@@ -398,9 +398,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         write_images(model, test.images[:8].to(device), out, "final", args.seed)
         elbo = evaluate_images(model, test.images, batch_size=64, device=device, autocast_dtype=autocast_dtype,
                                progress=args.progress, desc="test ELBO", seed=args.seed)
-        iw_set = test.images
-        if args.iw_images and args.iw_images < len(test.images):  # evenly spread over the test split
-            iw_set = test.images[torch.linspace(0, len(test.images) - 1, args.iw_images).round().long()]
+        iw_set = spread_subset(test.images, args.iw_images)
         iw = evaluate_images(model, iw_set, batch_size=64, iw_samples=args.iw_samples, device=device,
                              autocast_dtype=autocast_dtype, progress=args.progress, desc="test IW bound",
                              seed=args.seed) if args.iw_samples else {"iw_bpd": None, "n_images": 0}
