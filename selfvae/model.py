@@ -406,14 +406,12 @@ class SelfVAE(nn.Module):
             return math.prod(self.z_shapes[int(name[1:]) - 1])
         return self.specs[int(name[1:])].dims
 
-    def _result(self, levels, source: torch.Tensor, names: Sequence[str], generator, level: int = 0,
+    def _result(self, levels, inference: Inference, names: Sequence[str], generator,
                 samples: int = 8) -> ModeResult:
-        """A :class:`ModeResult` with the bits of the sent variables, computed from ``source`` (x, or
-        the given ``y_level``)."""
+        """A :class:`ModeResult` with the bits of the sent variables, from the mode's own inference."""
         sent_bits = {}
         if names:
             # The ELBO terms averaged over a few posterior samples (a single-sample KL is noisy).
-            inference = self.infer(source, level)
             runs = [self.terms_from(inference, generator=generator) for _ in range(samples)]
             terms = {name: torch.stack([r[name] for r in runs]).mean(0) for name in runs[0]}
             sent_bits = self._sent_bits(terms, names)
@@ -441,18 +439,11 @@ class SelfVAE(nn.Module):
         (``u ~ q(u | y_K)`` for k = K, else ``z_{k+1} ~ q(z_{k+1} | y_k*)``), the ones below are sampled.
         Sends ``y_k``."""
         self._check_level_index(level)
-        K = self.levels
-        check_level(y, self.specs[level], what=f"y_{level}")
-        levels: List[Optional[torch.Tensor]] = [None] * (K + 1)
-        levels[level] = y
-        if level == K:
-            parent = self._latent(self.q_u(y), latents, temperature, generator)
-        else:
-            parent = self._latent(self.q_z[level](y), latents, temperature, generator)
-        levels = self._descend(levels, parent, level, None, decode, temperature, generator)
-        for k in range(level + 1, K + 1):  # the levels above k are functions of y_k*
-            levels[k] = self.chain.transforms[k - 1](levels[k - 1], self.specs[k - 1])
-        return self._result(levels, y, [f"y{level}"], generator, level=level)
+        inference = self.infer(y, level)  # the levels above k are functions of y_k*
+        posterior = inference.q_u if level == self.levels else inference.q_z[level]
+        parent = self._latent(posterior, latents, temperature, generator)
+        levels = self._descend(list(inference.levels), parent, level, None, decode, temperature, generator)
+        return self._result(levels, inference, [f"y{level}"], generator)
 
     @torch.no_grad()
     def cond_reconstruct(self, x: torch.Tensor, level: int, decode: str = "mode", latents: str = "mean",
@@ -460,31 +451,31 @@ class SelfVAE(nn.Module):
         """Conditional reconstruction of x* from ``y_k* = d(x*)`` and ``z_1..z_k ~ q(z_j | y_{j-1}*)``:
         ``y_{j-1} ~ p(y_{j-1} | y_j, z_j)`` for j = k..1. Sends ``y_k, z_1..z_k``."""
         self._check_level_index(level)
-        K, true = self.levels, self.make_levels(x)
-        levels: List[Optional[torch.Tensor]] = [None] * level + true[level:]
-        fixed = {j: self._latent(self.q_z[j - 1](true[j - 1]), latents, 1.0, generator) for j in range(1, level + 1)}
+        inference = self.infer(x)
+        levels: List[Optional[torch.Tensor]] = [None] * level + inference.levels[level:]
+        fixed = {j: self._latent(inference.q_z[j - 1], latents, 1.0, generator) for j in range(1, level + 1)}
         levels = self._descend(levels, None, level, fixed, decode, 1.0, generator)
         names = [f"y{level}"] + [f"z{j}" for j in range(1, level + 1)]
-        return self._result(levels, x, names, generator)
+        return self._result(levels, inference, names, generator)
 
     @torch.no_grad()
     def reconstruct1(self, x: torch.Tensor, decode: str = "mode", latents: str = "mean", temperature: float = 1.0,
                      generator: Optional[torch.Generator] = None) -> ModeResult:
         """u ~ q(u | y_K*), then the generative path down to x (z's sampled). Sends ``u``."""
-        levels = self.make_levels(x)
-        u = self._latent(self.q_u(levels[-1]), latents, 1.0, generator)
-        return self._result(self._from_u(u, decode, temperature, generator), x, ["u"], generator)
+        inference = self.infer(x)
+        u = self._latent(inference.q_u, latents, 1.0, generator)
+        return self._result(self._from_u(u, decode, temperature, generator), inference, ["u"], generator)
 
     @torch.no_grad()
     def reconstruct2(self, x: torch.Tensor, decode: str = "mode", latents: str = "mean",
                      generator: Optional[torch.Generator] = None) -> ModeResult:
         """u ~ q(u | y_K*) -> y_K ~ p(y_K | u); every z_k ~ q(z_k | y_{k-1}*) -> y_{k-1} ~ p(y_{k-1} | y_k, z_k).
         Sends ``u, z_1..z_K``."""
-        K, true = self.levels, self.make_levels(x)
-        u = self._latent(self.q_u(true[K]), latents, 1.0, generator)
-        fixed = {k: self._latent(self.q_z[k - 1](true[k - 1]), latents, 1.0, generator) for k in range(1, K + 1)}
+        K, inference = self.levels, self.infer(x)
+        u = self._latent(inference.q_u, latents, 1.0, generator)
+        fixed = {k: self._latent(inference.q_z[k - 1], latents, 1.0, generator) for k in range(1, K + 1)}
         levels = self._from_u(u, decode, 1.0, generator, fixed_z=fixed)
-        return self._result(levels, x, ["u"] + [f"z{k}" for k in range(1, K + 1)], generator)
+        return self._result(levels, inference, ["u"] + [f"z{k}" for k in range(1, K + 1)], generator)
 
     @torch.no_grad()
     def encode_u(self, x: torch.Tensor) -> torch.Tensor:
