@@ -1,14 +1,18 @@
-"""The one checkpoint format: a dict saved with ``torch.save`` holding the model config.
+"""The one checkpoint format: a dict of tensors and plain values written with ``torch.save``.
 
 Keys: ``format`` (``"selfvae-checkpoint"``), ``version``, ``config`` (the
-:class:`~selfvae.config.ModelConfig` as a dict), ``model`` (state dict), and for
-training checkpoints ``optimizer``, ``scheduler``, ``step``, ``rng``, ``train`` (the
-training arguments) and ``data`` (dataset name, root, image size, seed).
+:class:`~selfvae.config.ModelConfig` as a dict), ``model`` (state dict), and for training
+checkpoints ``train`` (the :class:`~selfvae.config.TrainConfig` as a dict), ``split`` (what
+the train/validation/test split was), ``optimizer``, ``scheduler``, ``step``, ``best_val``,
+``skipped`` and ``rng``.
 
-A model is rebuilt from a checkpoint alone with :func:`load_model`.
+Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain Python
+values are unpickled, so a crafted file cannot run code. A model is rebuilt from a
+checkpoint alone with :func:`load_model`.
 """
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import tempfile
@@ -17,34 +21,56 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .model import SelfVAE, build_model
 
 FORMAT = "selfvae-checkpoint"
-VERSION = 1
+VERSION = 2
+TEMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(RuntimeError):
     """A missing, corrupt, foreign or mismatching checkpoint."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
     """Write ``state`` atomically: a temporary file in the same folder, flushed to disk, then
-    renamed over ``path``. A crash mid-write leaves the previous file intact."""
+    renamed over ``path``. A crash mid-write leaves the previous file intact (and a temporary
+    file that :func:`remove_stale_temporaries` clears). The file gets the user's umask
+    permissions, like any file they write."""
     state = {"format": FORMAT, "version": VERSION, **state}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pt", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str) -> list:
+    """Delete temporary checkpoint files that a killed writer left in ``folder``; returns their paths."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), TEMP_PREFIX + "*.pt")):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 
 def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
@@ -54,13 +80,20 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint '{path}' is a folder; give the .pt file (e.g. {path}/latest.pt)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: {e})") from None
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any global that is not a tensor or a plain value
+        first = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"checkpoint '{path}' holds objects other than tensors and plain values; it was "
+                              f"not loaded, since unpickling them could run code ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
+            KeyError, TypeError, IndexError, MemoryError) as e:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not a selfvae checkpoint (no '{FORMAT}' marker)")
     if state.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint '{path}' has format version {state.get('version')}, "
+        raise CheckpointError(f"checkpoint '{path}' has format version {state.get('version')!r}, "
                               f"this selfvae reads version {VERSION}")
     for key in ("config", "model"):
         if key not in state:
@@ -68,22 +101,21 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     return state
 
 
-def load_model(path: str, map_location: Any = "cpu") -> Tuple[SelfVAE, Dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint from its config and weights alone."""
-    state = read_checkpoint(path, map_location)
+def model_config_of(state: Dict[str, Any], path: str) -> ModelConfig:
+    """The :class:`ModelConfig` stored in a checkpoint's ``state``."""
     try:
-        config = ModelConfig.from_dict(state["config"])
-    except (TypeError, ValueError) as e:
+        return ModelConfig.from_dict(dict(state["config"]))
+    except (TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"checkpoint '{path}' holds an invalid config: {e}") from None
-    model = build_model(config)
+
+
+def load_model(path: str, map_location: Any = "cpu") -> Tuple[SelfVAE, Dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint from its config and weights alone.
+    Returns the model (in eval mode) and the checkpoint's state dict."""
+    state = read_checkpoint(path, map_location)
+    model = build_model(model_config_of(state, path))
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint '{path}': weights do not match its config ({e})") from None
-    return model.to(map_location), state
-
-
-def config_difference(a: ModelConfig, b: ModelConfig) -> Dict[str, Tuple[Any, Any]]:
-    """Keys whose values differ between two configs: name -> (a's value, b's value)."""
-    da, db = a.to_dict(), b.to_dict()
-    return {k: (da[k], db[k]) for k in da if da[k] != db[k]}
+    return model.to(map_location).eval(), state

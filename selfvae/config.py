@@ -1,21 +1,76 @@
-"""One config object per model: :class:`ModelConfig`.
+"""The two config objects: :class:`ModelConfig` (what a model is) and :class:`TrainConfig`
+(how it is trained).
 
-It fully describes a model; it is stored inside every checkpoint and
-:func:`selfvae.model.build_model` rebuilds the model from it alone. Presets are plain
-dictionaries of config values; any value can be overridden (``--set width=96`` on the
-command line, or keyword arguments here).
+Both are frozen dataclasses of plain values, validated when built, stored whole inside
+every checkpoint, and compared whole when a run is resumed. Presets are plain dictionaries
+of values; any value can be overridden (``--set width=96`` on the command line, or keyword
+arguments here). :func:`build_model` in :mod:`selfvae.model` rebuilds a model from a
+:class:`ModelConfig` alone.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
 
-from transforms import TransformError, parse_chain
+from transforms import Chain, LevelSpec, TransformError, parse_chain
+
+C = TypeVar("C", bound="_Config")
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work (named in the message)."""
+
+
+class _Config:
+    """Shared behaviour of the frozen config dataclasses: dicts in and out, replace, compare."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: Type[C], values: Dict[str, Any]) -> C:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self: C, **changes: Any) -> C:
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def difference(self, other: "_Config") -> Dict[str, Tuple[Any, Any]]:
+        """Keys whose values differ: name -> (this config's value, the other's)."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _check_ints(config: Any, names: Iterable[str], minimum: int) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_floats(config: Any, names: Iterable[str], positive: bool = False) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if positive and value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _power_of_two_ratio(a: int, b: int) -> bool:
+    big, small = max(a, b), min(a, b)
+    return big % small == 0 and (big // small) & (big // small - 1) == 0
+
+
+# --------------------------------------------------------------------------- the model
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Config):
     """Everything that defines a selfVAE.
 
     image_channels, image_size: the shape of x, ``(image_channels, image_size, image_size)``.
@@ -49,77 +104,209 @@ class ModelConfig:
     min_log_scale: float = -7.0
 
     def __post_init__(self) -> None:
+        _check_ints(self, ["image_channels", "image_size", "latent_channels", "latent_size", "width", "growth",
+                           "components", "flow_couplings", "flow_hidden"], 1)
+        _check_ints(self, ["dense_layers", "blocks"], 0)
+        _check_floats(self, ["min_logvar", "max_logvar", "min_log_scale"])
+        if self.min_logvar >= self.max_logvar:
+            raise ConfigError(f"min_logvar ({self.min_logvar}) must be below max_logvar ({self.max_logvar})")
+        if not isinstance(self.transform, str):
+            raise ConfigError(f"transform must be a chain string, got {self.transform!r}")
+        specs = self.level_specs()  # the chain fits the image size
+        for k, spec in enumerate(specs):
+            if spec.height != spec.width:
+                raise ConfigError(f"level {k} is {spec.height}x{spec.width}; levels must be square")
+            s = min(self.latent_size, spec.height)
+            if not _power_of_two_ratio(spec.height, s):
+                raise ConfigError(f"latent_size {self.latent_size} does not fit level {k} of size {spec.height}: "
+                                  f"the two must differ by a power of 2 (e.g. latent_size 8 or 4)")
+
+    @functools.cached_property
+    def chain(self) -> Chain:
+        """The parsed transform chain (parsed once per config)."""
         try:
-            parse_chain(self.transform)
+            return parse_chain(self.transform)
         except TransformError as e:
-            raise ValueError(f"invalid transform in config: {e}") from None
-        positive = ["image_channels", "image_size", "latent_channels", "latent_size", "width", "growth",
-                    "components", "flow_couplings", "flow_hidden"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"config value {name} must be >= 1, got {getattr(self, name)}")
-        if self.dense_layers < 0 or self.blocks < 0:
-            raise ValueError("config values dense_layers and blocks must be >= 0")
+            raise ConfigError(f"invalid transform in config: {e}") from None
 
     @property
     def levels(self) -> int:
         """K, the number of transformed levels y_1..y_K."""
-        return len(parse_chain(self.transform))
+        return len(self.chain)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        return self.from_dict({**self.to_dict(), **changes})
+    def level_specs(self) -> List[LevelSpec]:
+        """``[spec of x, spec of y_1, ..., spec of y_K]`` (:class:`transforms.LevelSpec`)."""
+        x = LevelSpec(self.image_channels, self.image_size, self.image_size, 256)
+        try:
+            return [x] + self.chain.specs(x)
+        except TransformError as e:
+            raise ConfigError(f"transform '{self.transform}' does not fit {self.image_channels}x{self.image_size}x"
+                              f"{self.image_size} images: {e}") from None
 
 
-PRESETS: Dict[str, Dict[str, Any]] = {
+MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
     # Sized for 2 CPU cores (see experiments/throughput.py).
     "small": dict(width=32, growth=16, dense_layers=1, blocks=1, flow_couplings=4, flow_hidden=32),
     # The paper's scale: latents 16x8x8 and 32-42 M parameters (see experiments/param_count.py).
     # Its width depends on K (PAPER_WIDTH), as the paper kept every model in that range.
     "paper": dict(dense_layers=3, blocks=2, flow_couplings=8, flow_hidden=256),
 }
+PRESETS = MODEL_PRESETS
 
 # Width of the `paper` preset by number of levels K (growth = width / 4), chosen so that
 # the models have 32-42 M parameters like the paper's; K >= 4 uses the last entry.
 PAPER_WIDTH = {0: 328, 1: 216, 2: 176, 3: 160, 4: 144}
 
 
-def chain_text(transform: str, levels: int | None) -> str:
+def chain_text(transform: str, levels: Optional[int]) -> str:
     """Combine ``--transform`` and ``--levels`` into one chain string.
 
     ``("downscale", 3) -> "downscale:3"``; ``(anything, 0) -> ""`` (the plain VAE);
     a full chain (``"sketch,downscale:2"``, ``"bits:3"``) is kept as is and must have
     ``levels`` levels if ``levels`` is given.
     """
+    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 0):
+        raise ConfigError(f"levels must be an integer >= 0, got {levels!r}")
     if levels == 0:
         return ""
-    chain = parse_chain(transform)
+    try:
+        chain = parse_chain(transform)
+    except TransformError as e:
+        raise ConfigError(str(e)) from None
     if levels is None or len(chain) == levels:
         return transform
     if len(chain) == 1 and ":" not in transform:
         return f"{transform}:{levels}" if levels > 1 else transform
-    raise ValueError(f"--transform '{transform}' has {len(chain)} levels but --levels is {levels}")
+    raise ConfigError(f"--transform '{transform}' has {len(chain)} levels but --levels is {levels}")
 
 
-def make_config(preset: str = "small", transform: str = "downscale", levels: int | None = None,
+def make_config(preset: str = "small", transform: str = "downscale", levels: Optional[int] = None,
                 **overrides: Any) -> ModelConfig:
-    """A config from a preset name, a transform chain and overrides of any config value."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; known presets: {sorted(PRESETS)}")
+    """A model config from a preset name, a transform chain and overrides of any config value."""
+    if preset not in MODEL_PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; known presets: {sorted(MODEL_PRESETS)}")
     chain = chain_text(transform, levels)
-    values = dict(PRESETS[preset])
+    values = dict(MODEL_PRESETS[preset])
     if preset == "paper":
         width = PAPER_WIDTH[min(len(parse_chain(chain)), max(PAPER_WIDTH))]
         values.update(width=width, growth=width // 4)
     values.update(overrides, transform=chain)
     return ModelConfig.from_dict(values)
+
+
+# --------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Everything that decides what a training run computes (stored whole in its checkpoints;
+    a resumed run must have the same one).
+
+    dataset, data_root, image_size: the data (``default`` is built in; others read ``data_root``).
+    validation_fraction: share of the training split held out to pick ``best.pt``.
+    augment: ``affine`` (flips + small affine warp, nearest-neighbour), ``flip`` or ``none``.
+    steps, batch_size: optimiser steps and the global batch (split across DDP ranks).
+    lr, lr_min, warmup, schedule: AdaMax peak learning rate, the rate reached at the last step,
+        linear warm-up steps, and the decay after it (``cosine`` or ``exp``).
+    clip, max_bad_steps: gradient-norm clipping; stop after this many NaN/inf steps in a row.
+    precision: ``fp32`` or ``bf16`` (autocast; likelihoods and the flow stay in fp32).
+    seed: seed of the split, the initialisation, the data order and every draw.
+    log_every, eval_every, checkpoint_every, image_every: intervals in steps.
+    iw_samples, iw_images: the final test evaluation's importance samples per image (0: no IW
+        bound) and the number of test images it uses, spread over the split (None: all).
+    """
+
+    dataset: str = "default"
+    data_root: Optional[str] = None
+    image_size: int = 32
+    validation_fraction: float = 0.05
+    augment: str = "affine"
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-3
+    lr_min: float = 1e-4
+    warmup: int = 100
+    schedule: str = "cosine"
+    clip: float = 200.0
+    max_bad_steps: int = 20
+    precision: str = "fp32"
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    image_every: int = 1000
+    iw_samples: int = 32
+    iw_images: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check_ints(self, ["image_size", "steps", "batch_size", "max_bad_steps", "log_every", "eval_every",
+                           "checkpoint_every", "image_every"], 1)
+        _check_ints(self, ["warmup", "iw_samples", "seed"], 0)
+        if self.iw_images is not None:
+            _check_ints(self, ["iw_images"], 1)
+        _check_floats(self, ["lr", "lr_min", "clip"], positive=True)
+        _check_floats(self, ["validation_fraction"])
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.lr_min > self.lr:
+            raise ConfigError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
+        for name, allowed in (("augment", AUGMENTATIONS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+
+AUGMENTATIONS = ("affine", "flip", "none")
+SCHEDULES = ("cosine", "exp")
+PRECISIONS = ("fp32", "bf16")
+
+TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
+    # The README's main job: ~15 minutes on 2 CPU cores.
+    "small": dict(steps=2000, precision="fp32"),
+    # A GPU run at the paper's scale (bf16 autocast).
+    "paper": dict(steps=20000, precision="bf16"),
+}
+
+
+def make_train_config(preset: str = "small", **overrides: Any) -> TrainConfig:
+    """A training config from a preset name and overrides (``None`` values keep the preset's)."""
+    if preset not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; known presets: {sorted(TRAIN_PRESETS)}")
+    values = {**TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_dict(values)
+
+
+# --------------------------------------------------------------------------- --set KEY=VALUE
+def _typed(field: dataclasses.Field, text: str) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    if "Optional" in kind and text.lower() in ("none", "null", ""):
+        return None
+    for name, cast in (("int", int), ("float", float), ("str", str)):
+        if name in kind:
+            return cast(text)
+    return text
+
+
+def parse_overrides(items: Iterable[str], config_class: Type[_Config] = ModelConfig,
+                    forbidden: Iterable[str] = ("transform", "image_size")) -> Dict[str, Any]:
+    """``["width=64", "min_logvar=-8"]`` -> ``{"width": 64, "min_logvar": -8.0}``, typed by the
+    fields of ``config_class``. Raises :class:`ConfigError` naming a malformed item, an unknown key
+    (listing the known ones), a forbidden key or a value of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
+    out: Dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key not in fields:
+            raise ConfigError(f"--set: unknown config key '{key}'; known keys: {sorted(fields)}")
+        if key in forbidden:
+            raise ConfigError(f"--set {key}=... is not allowed; use --{key.replace('_', '-')}")
+        try:
+            out[key] = _typed(fields[key], value.strip())
+        except ValueError:
+            raise ConfigError(f"--set {key}: '{value}' is not a valid {fields[key].type}") from None
+    return out
+
+
+def config_difference(a: _Config, b: _Config) -> Dict[str, Tuple[Any, Any]]:
+    """Keys whose values differ between two configs: name -> (a's value, b's value)."""
+    return a.difference(b)

@@ -342,16 +342,6 @@ class DiscretizedLogisticMixture:
                 units.append(self._to_unit(v))
             return self._output(values)
 
-    def repeat(self, times: int) -> "DiscretizedLogisticMixture":
-        """Each example repeated ``times`` times: batch ``B*times`` ordered ``x0, x0, ..., x1, x1, ...``."""
-        return DiscretizedLogisticMixture(
-            self.params.repeat_interleave(times, dim=0),
-            self.channels,
-            self.num_values,
-            self.components,
-            self.min_log_scale,
-        )
-
 
 # ---------------------------------------------------------------------------- Gaussian
 
@@ -463,16 +453,6 @@ class DiagonalGaussian:
             z = z.to(self._mean)
             lp = -0.5 * (math.log(2 * math.pi) + self._logvar + (z - self._mean) ** 2 * torch.exp(-self._logvar))
             return self._sum(lp)
-
-    def kl(self, other: "DiagonalGaussian") -> torch.Tensor:
-        """Analytic ``KL(self || other)`` summed over non-batch dims: ``(B,)`` nats."""
-        if other.shape != self.shape:
-            raise ValueError(f"KL between shapes {tuple(self.shape)} and {tuple(other.shape)}")
-        with _no_autocast(self._mean.device):
-            lv1, lv2 = self._logvar, other._logvar.to(self._logvar)
-            mean_diff = self._mean - other._mean.to(self._mean)
-            kl = 0.5 * (lv2 - lv1 + torch.exp(lv1 - lv2) + mean_diff**2 * torch.exp(-lv2) - 1.0)
-            return self._sum(kl)
 
     def repeat(self, times: int) -> "DiagonalGaussian":
         """Each example repeated ``times`` times: batch ``B*times`` ordered ``x0, x0, ..., x1, x1, ...``."""

@@ -23,14 +23,14 @@ per-example quantities as float ``(B,)`` in nats unless stated otherwise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from transforms import LevelSpec, TransformError, check_level, parse_chain
+from transforms import LevelSpec, check_level
 
 from .config import ModelConfig
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture
@@ -38,6 +38,13 @@ from .nets import Branch, GaussianHead, LikelihoodHead, Shape, data_dependent_in
 from .prior import RealNVPPrior
 
 Terms = Dict[str, torch.Tensor]
+
+
+def nats_to_bpd(log_prob, dims: int):
+    """A log-probability in nats (tensor or float) -> bits per dimension: ``-log_prob / (dims ln 2)``.
+    Every bpd figure divides by the dimensions of x only: the y levels are functions of x and add
+    no dimensions (paper §3, eq. 23)."""
+    return -log_prob / (dims * math.log(2.0))
 Noise = Dict[str, torch.Tensor]
 
 
@@ -163,23 +170,6 @@ class Inference:
                          self.lowest)
 
 
-@dataclass
-class ModeResult:
-    """What a generation or reconstruction mode returns.
-
-    images: uint8 ``(B, C, H, W)``, the shape of x, values 0..255.
-    levels: the produced ``[x, y_1, ..., y_K]`` (uint8, each at its level's spec).
-    sent: name -> number of dimensions a receiver must be sent (``{}`` for generation).
-    sent_bits: name -> ``(B,)`` bits under the model for each sent variable: the variable's
-        ELBO term (KL for latents, the ELBO of the levels at and above it for a ``y``).
-    """
-
-    images: torch.Tensor
-    levels: List[torch.Tensor]
-    sent: Dict[str, int] = field(default_factory=dict)
-    sent_bits: Dict[str, torch.Tensor] = field(default_factory=dict)
-
-
 class SelfVAE(nn.Module):
     """The K-level selfVAE; ``K = len(chain)``, with ``K = 0`` the VAE with a RealNVP prior.
 
@@ -190,15 +180,8 @@ class SelfVAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.chain = parse_chain(config.transform)
-        x_spec = LevelSpec(config.image_channels, config.image_size, config.image_size, 256)
-        try:
-            self.specs: List[LevelSpec] = [x_spec] + self.chain.specs(x_spec)
-        except TransformError as e:
-            raise ValueError(f"config does not fit the image size: {e}") from None
-        for spec in self.specs:
-            if spec.height != spec.width:
-                raise ValueError(f"levels must be square, got {spec}")
+        self.chain = config.chain  # parsed once, by the config
+        self.specs: List[LevelSpec] = config.level_specs()
         K = self.levels = len(self.chain)
         L, C = config.latent_size, config.latent_channels
         self.u_shape: Shape = (C, latent_size(self.specs[K].height, L), latent_size(self.specs[K].height, L))
@@ -300,10 +283,9 @@ class SelfVAE(nn.Module):
         return self.elbo_terms(x)
 
     def bits_per_dim(self, terms: Terms) -> Dict[str, torch.Tensor]:
-        """Per-term bits per dimension of x (scalars, batch means): ``-term / (D_x ln 2)``.
-        ``bpd`` is their sum, the negative ELBO in bits per dimension."""
-        scale = 1.0 / (self.x_dims * math.log(2.0))
-        out = {name: -value.mean() * scale for name, value in terms.items()}
+        """Per-term bits per dimension of x (scalars, batch means) of single-sample ELBO terms.
+        ``bpd`` is their sum, the negative ELBO in bits per dimension (the training loss)."""
+        out = {name: nats_to_bpd(value.mean(), self.x_dims) for name, value in terms.items()}
         out["bpd"] = sum(out.values())
         return out
 
@@ -337,190 +319,6 @@ class SelfVAE(nn.Module):
             if progress is not None:
                 progress.update(n)
         return out
-
-    def iw_log_likelihood(self, x: torch.Tensor, samples: int, chunk: int = 64, seed: int = 0) -> torch.Tensor:
-        """Importance-weighted bound (Burda et al.) per example: ``logmeanexp_s`` of the log weights,
-        float ``(B,)`` nats. It is a lower bound on ``ln p(x)``, tighter as ``samples`` grows."""
-        w = self.log_weights(x, samples, chunk, seed)
-        return torch.logsumexp(w, dim=1) - math.log(samples)
-
-    # ------------------------------------------------------------------ generation helpers
-    def _decode(self, dist: DiscretizedLogisticMixture, decode: str, temperature: float,
-                generator: Optional[torch.Generator]) -> torch.Tensor:
-        if decode == "mode":
-            return dist.mode()
-        if decode == "sample":
-            return dist.sample(temperature=temperature, generator=generator)
-        raise ValueError(f"decode must be 'mode' or 'sample', got '{decode}'")
-
-    def _latent(self, dist: DiagonalGaussian, how: str, temperature: float,
-                generator: Optional[torch.Generator]) -> torch.Tensor:
-        if how == "mean":
-            return dist.mean
-        if how == "sample":
-            return dist.sample(temperature=temperature, generator=generator)
-        raise ValueError(f"latent choice must be 'mean' or 'sample', got '{how}'")
-
-    def _descend(self, levels: List[Optional[torch.Tensor]], parent: torch.Tensor, start: int,
-                 fixed_z: Optional[Dict[int, torch.Tensor]], decode: str, temperature: float,
-                 generator: Optional[torch.Generator]) -> List[torch.Tensor]:
-        """Fill ``levels[start-1] .. levels[0]`` going down from the known ``levels[start]``.
-
-        ``parent`` is ``h_start`` (u if start == K, else z_{start+1}). z_k is taken from ``fixed_z``
-        when given there (inferred), else sampled from ``p(z_k | y_k, h_k)``.
-        """
-        for k in range(start, 0, -1):
-            y_k = levels[k]
-            if fixed_z is not None and k in fixed_z:
-                z = fixed_z[k]
-            else:
-                prior = self.p_z[k - 1](self.p_z[k - 1].condition(y_k), parent)
-                z = prior.sample(temperature=temperature, generator=generator)
-            dist = self.p_y[k - 1](self.p_y[k - 1].condition(y_k), z)
-            levels[k - 1] = self._decode(dist, decode, temperature, generator)
-            parent = z
-        return levels
-
-    def _from_u(self, u: torch.Tensor, decode: str, temperature: float, generator, fixed_z=None):
-        K = self.levels
-        levels: List[Optional[torch.Tensor]] = [None] * (K + 1)
-        levels[K] = self._decode(self.p_top(None, u), decode, temperature, generator)
-        return self._descend(levels, u, K, fixed_z, decode, temperature, generator)
-
-    def _sent_bits(self, terms: Terms, names: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Bits of each sent variable under the model, from the ELBO terms (see :class:`ModeResult`)."""
-        K, out = self.levels, {}
-        for name in names:
-            if name.startswith("y"):
-                k = int(name[1:])
-                above = [f"y{j}" for j in range(k, K + 1)] + [f"z{j}" for j in range(k + 1, K + 1)] + ["u"]
-                out[name] = -sum(terms[n] for n in above) / math.log(2.0)
-            else:
-                out[name] = -terms[name] / math.log(2.0)
-        return out
-
-    def _dims(self, name: str) -> int:
-        if name == "u":
-            return math.prod(self.u_shape)
-        if name.startswith("z"):
-            return math.prod(self.z_shapes[int(name[1:]) - 1])
-        return self.specs[int(name[1:])].dims
-
-    def _result(self, levels, inference: Inference, names: Sequence[str], generator,
-                samples: int = 8) -> ModeResult:
-        """A :class:`ModeResult` with the bits of the sent variables, from the mode's own inference."""
-        sent_bits = {}
-        if names:
-            # The ELBO terms averaged over a few posterior samples (a single-sample KL is noisy).
-            runs = [self.terms_from(inference, generator=generator) for _ in range(samples)]
-            terms = {name: torch.stack([r[name] for r in runs]).mean(0) for name in runs[0]}
-            sent_bits = self._sent_bits(terms, names)
-        return ModeResult(images=levels[0], levels=levels, sent={n: self._dims(n) for n in names},
-                          sent_bits=sent_bits)
-
-    def _check_level_index(self, level: int) -> None:
-        if not 1 <= level <= self.levels:
-            raise ValueError(f"level must be in 1..{self.levels} for this {self.levels}-level model, got {level}")
-
-    # ------------------------------------------------------------------ the modes (SPEC section 3)
-    @torch.no_grad()
-    def generate(self, num: int, temperature: float = 1.0, decode: str = "sample",
-                 generator: Optional[torch.Generator] = None) -> ModeResult:
-        """u ~ p(u) -> y_K ~ p(y_K | u) -> z_K ~ p(z_K | u, y_K) -> ... -> x ~ p(x | y_1, z_1). Sends nothing."""
-        device = next(self.parameters()).device
-        u = self.p_u.sample(num, temperature=temperature, generator=generator, device=device)
-        return ModeResult(images=(levels := self._from_u(u, decode, temperature, generator))[0], levels=levels)
-
-    @torch.no_grad()
-    def cond_generate(self, y: torch.Tensor, level: int, temperature: float = 1.0, decode: str = "sample",
-                      latents: str = "sample", generator: Optional[torch.Generator] = None) -> ModeResult:
-        """Conditional generation from a given ``y_k*`` (uint8 at level ``k``'s spec); with a downscale
-        chain this is super-resolution by 2^k. The latent above level k is inferred
-        (``u ~ q(u | y_K)`` for k = K, else ``z_{k+1} ~ q(z_{k+1} | y_k*)``), the ones below are sampled.
-        Sends ``y_k``."""
-        self._check_level_index(level)
-        inference = self.infer(y, level)  # the levels above k are functions of y_k*
-        posterior = inference.q_u if level == self.levels else inference.q_z[level]
-        parent = self._latent(posterior, latents, temperature, generator)
-        levels = self._descend(list(inference.levels), parent, level, None, decode, temperature, generator)
-        return self._result(levels, inference, [f"y{level}"], generator)
-
-    @torch.no_grad()
-    def cond_reconstruct(self, x: torch.Tensor, level: int, decode: str = "mode", latents: str = "mean",
-                         generator: Optional[torch.Generator] = None) -> ModeResult:
-        """Conditional reconstruction of x* from ``y_k* = d(x*)`` and ``z_1..z_k ~ q(z_j | y_{j-1}*)``:
-        ``y_{j-1} ~ p(y_{j-1} | y_j, z_j)`` for j = k..1. Sends ``y_k, z_1..z_k``."""
-        self._check_level_index(level)
-        inference = self.infer(x)
-        levels: List[Optional[torch.Tensor]] = [None] * level + inference.levels[level:]
-        fixed = {j: self._latent(inference.q_z[j - 1], latents, 1.0, generator) for j in range(1, level + 1)}
-        levels = self._descend(levels, None, level, fixed, decode, 1.0, generator)
-        names = [f"y{level}"] + [f"z{j}" for j in range(1, level + 1)]
-        return self._result(levels, inference, names, generator)
-
-    @torch.no_grad()
-    def reconstruct1(self, x: torch.Tensor, decode: str = "mode", latents: str = "mean", temperature: float = 1.0,
-                     generator: Optional[torch.Generator] = None) -> ModeResult:
-        """u ~ q(u | y_K*), then the generative path down to x (z's sampled). Sends ``u``."""
-        inference = self.infer(x)
-        u = self._latent(inference.q_u, latents, 1.0, generator)
-        return self._result(self._from_u(u, decode, temperature, generator), inference, ["u"], generator)
-
-    @torch.no_grad()
-    def reconstruct2(self, x: torch.Tensor, decode: str = "mode", latents: str = "mean",
-                     generator: Optional[torch.Generator] = None) -> ModeResult:
-        """u ~ q(u | y_K*) -> y_K ~ p(y_K | u); every z_k ~ q(z_k | y_{k-1}*) -> y_{k-1} ~ p(y_{k-1} | y_k, z_k).
-        Sends ``u, z_1..z_K``."""
-        K, inference = self.levels, self.infer(x)
-        u = self._latent(inference.q_u, latents, 1.0, generator)
-        fixed = {k: self._latent(inference.q_z[k - 1], latents, 1.0, generator) for k in range(1, K + 1)}
-        levels = self._from_u(u, decode, 1.0, generator, fixed_z=fixed)
-        return self._result(levels, inference, ["u"] + [f"z{k}" for k in range(1, K + 1)], generator)
-
-    @torch.no_grad()
-    def encode_u(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean of u for a uint8 batch x: float ``(B, *u_shape)``."""
-        return self.q_u(self.make_levels(x)[-1]).mean
-
-    @torch.no_grad()
-    def interpolate(self, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 8, method: str = "linear",
-                    decode: str = "mode", temperature: float = 1.0,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Decode points between the posterior means of u for x_a and x_b (``linear`` or ``spherical``).
-        Returns uint8 ``(steps, B, C, H, W)``; the z's below u are sampled at ``temperature``
-        (0 takes the conditional priors' means)."""
-        u_a, u_b = self.encode_u(x_a), self.encode_u(x_b)
-        out = []
-        for t in torch.linspace(0.0, 1.0, steps).tolist():
-            u = _slerp(u_a, u_b, t) if method == "spherical" else _lerp(u_a, u_b, t, method)
-            out.append(self._from_u(u, decode, temperature, generator)[0])
-        return torch.stack(out)
-
-    @torch.no_grad()
-    def resample_z(self, x: torch.Tensor, num: int = 8, decode: str = "mode", temperature: float = 1.0,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Keep u at its posterior mean for x and draw the z's (and y's below u) ``num`` times
-        (paper Fig. 6). Returns uint8 ``(num, B, C, H, W)``."""
-        u = self.encode_u(x)
-        return torch.stack([self._from_u(u, decode, temperature, generator)[0] for _ in range(num)])
-
-
-def _lerp(a: torch.Tensor, b: torch.Tensor, t: float, method: str) -> torch.Tensor:
-    if method != "linear":
-        raise ValueError(f"interpolation method must be 'linear' or 'spherical', got '{method}'")
-    return (1 - t) * a + t * b
-
-
-def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation per example (flattened), falling back to linear for parallel vectors."""
-    fa, fb = a.flatten(1), b.flatten(1)
-    cos = (fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1)).clamp_min(1e-12)
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    so = torch.sin(omega)
-    linear = so.abs() < 1e-6
-    wa = torch.where(linear, torch.full_like(so, 1 - t), torch.sin((1 - t) * omega) / so.where(~linear, 1.0))
-    wb = torch.where(linear, torch.full_like(so, t), torch.sin(t * omega) / so.where(~linear, 1.0))
-    return (wa[:, None] * fa + wb[:, None] * fb).view_as(a)
 
 
 def build_model(config: ModelConfig) -> SelfVAE:

@@ -1,18 +1,24 @@
 """Train a selfVAE: ``python -m selfvae.train --transform downscale --levels 3``.
 
-The story, top to bottom: parse arguments -> set up devices (and DDP under torchrun)
--> load data -> build (or resume) the model, optimiser and schedule -> loop over steps
-(augment, ELBO, backward, guard, clip, step, log) -> validate and checkpoint at
-intervals -> evaluate on the test split and write ``eval.json``.
+The story, top to bottom (:func:`train`): check the arguments and build the two configs
+(:class:`~selfvae.config.ModelConfig`, :class:`~selfvae.config.TrainConfig`) -> set up the
+device (and DDP under torchrun), the output folder and the data splits -> build the model,
+optimiser and schedule, or restore them from ``latest.pt`` -> loop over steps (augment,
+ELBO, backward, guard, clip, step, log; validate, checkpoint and draw at intervals) ->
+evaluate on the test split and write ``eval.json``.
 
 Output folder ``--out DIR``:
 ``latest.pt`` (everything needed to resume), ``best.pt`` (best validation ELBO),
 ``log.jsonl`` (one JSON object per logged step), ``samples_*.png`` /
-``reconstructions_*.png``, ``eval.json`` (test split figures).
+``reconstructions_*.png``, ``eval.json`` (test split figures, the same keys as
+``python -m selfvae.evaluate --json``).
 
 Learning rate: linear warm-up over ``--warmup`` steps to ``--lr``, then a decay that
 reaches ``--lr-min`` at the last step: cosine (default; measured better than exponential
 on short runs) or exponential per step (``--schedule exp``, srVAE's choice).
+
+``--resume`` continues the run in ``--out`` with the configs stored in its checkpoint;
+options given on the command line must agree with them.
 """
 from __future__ import annotations
 
@@ -21,127 +27,132 @@ import functools
 import json
 import math
 import os
-import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from transforms import TransformError
-
-from .checkpoint import CheckpointError, config_difference, read_checkpoint, save_checkpoint
-from .config import PRESETS, ModelConfig, make_config
-from .data import DataError, augment, load_dataset
-from .evaluation import evaluate_images, spread_subset
+from . import cli, modes
+from .augment import augment
+from .checkpoint import read_checkpoint, remove_stale_temporaries, save_checkpoint
+from .config import (AUGMENTATIONS, PRECISIONS, SCHEDULES, ConfigError, ModelConfig, TrainConfig, make_config,
+                     make_train_config, parse_overrides, MODEL_PRESETS)
+from .datasets import Splits, load_splits, split_changes
+from .evaluation import elbo, evaluating, format_likelihood, likelihood, write_json
 from .images import save_grid, save_rows
-from .model import SelfVAE, build_model, count_parameters
+from .model import SelfVAE, build_model, parameter_counts
 
-# Training arguments that change the result; they must match when resuming.
-RESUME_MUST_MATCH = ("dataset", "data_root", "image_size", "batch_size", "lr", "lr_min", "warmup", "schedule", "steps",
-                     "seed", "clip", "augment", "validation_fraction")
-
-
-class TrainingError(RuntimeError):
-    """A problem the user must fix (bad arguments, an existing run, a mismatching checkpoint)."""
+RUN_FILES = ("latest.pt", "best.pt", "log.jsonl", "eval.json")
+RUN_PICTURES = ("samples_", "reconstructions_")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m selfvae.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Command-line options. Options that set a config value default to None: the preset's value
+    for a new run, the checkpoint's for ``--resume``."""
+    p = cli.parser("python -m selfvae.train", __doc__)
     m = p.add_argument_group("model")
-    m.add_argument("--transform", default="downscale",
+    m.add_argument("--transform", default=None,
                    help="transform name or chain: downscale, sketch, bits:3, sketch,downscale:2 (default downscale)")
-    m.add_argument("--levels", type=int, default=None,
+    m.add_argument("--levels", type=cli.nonnegative_int, default=None,
                    help="K, number of levels; repeats a single transform (downscale + 3 = downscale:3); 0 = plain VAE")
-    m.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="model size: small (default on CPU) or paper (default on CUDA)")
+    m.add_argument("--preset", default=None, choices=sorted(MODEL_PRESETS),
+                   help="model size and training length: small (default on CPU) or paper (default on CUDA)")
     m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set width=64 (repeatable)")
+                   help="override a model config value, e.g. --set width=64 (repeatable)")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="default",
-                   help="default (built-in photo patches), cifar10, imagenette, celeba, folder")
+    d.add_argument("--dataset", default=None, help="default (built-in photo patches), cifar10, imagenette, celeba, "
+                                                   "folder (default: default)")
     d.add_argument("--data-root", default=None, help="local folder of the dataset (not needed for default)")
-    d.add_argument("--image-size", type=int, default=32, help="side of the square images (default 32)")
-    d.add_argument("--augment", default="affine", choices=["affine", "flip", "none"],
+    d.add_argument("--image-size", type=cli.positive_int, default=None, help="side of the square images (32)")
+    d.add_argument("--augment", default=None, choices=AUGMENTATIONS,
                    help="training augmentation: flips + small random affine (nearest-neighbour resampling, so "
                         "pixels are not blurred), flips only, or none (default affine)")
-    d.add_argument("--validation-fraction", type=float, default=0.05,
-                   help="fraction of the training split held out for validation / best checkpoint")
+    d.add_argument("--validation-fraction", type=cli.open_fraction, default=None,
+                   help="fraction of the training split held out for validation / best checkpoint (0.05)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--steps", type=int, default=None, help="training steps (default: 2000 on CPU, 20000 on CUDA)")
-    o.add_argument("--batch-size", type=int, default=32, help="global batch size (split across DDP ranks)")
-    o.add_argument("--lr", type=float, default=2e-3, help="peak AdaMax learning rate")
-    o.add_argument("--lr-min", type=float, default=1e-4, help="learning rate reached at the last step")
-    o.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    o.add_argument("--schedule", default="cosine", choices=["cosine", "exp"],
+    o.add_argument("--steps", type=cli.positive_int, default=None, help="training steps (2000 small, 20000 paper)")
+    o.add_argument("--batch-size", type=cli.positive_int, default=None, help="global batch size, split across DDP "
+                                                                            "ranks (32)")
+    o.add_argument("--lr", type=cli.positive_float, default=None, help="peak AdaMax learning rate (2e-3)")
+    o.add_argument("--lr-min", type=cli.positive_float, default=None, help="learning rate at the last step (1e-4)")
+    o.add_argument("--warmup", type=cli.nonnegative_int, default=None, help="linear warm-up steps (100)")
+    o.add_argument("--schedule", default=None, choices=SCHEDULES,
                    help="decay after warm-up to --lr-min at the last step: cosine (default) or exponential per step")
-    o.add_argument("--clip", type=float, default=200.0, help="gradient-norm clipping threshold")
-    o.add_argument("--max-bad-steps", type=int, default=20,
-                   help="stop after this many consecutive steps with a NaN/inf loss or gradient")
-    r = p.add_argument_group("run")
-    r.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    o.add_argument("--clip", type=cli.positive_float, default=None, help="gradient-norm clipping threshold (200)")
+    o.add_argument("--max-bad-steps", type=cli.positive_int, default=None,
+                   help="stop after this many consecutive steps with a NaN/inf loss or gradient (20)")
+    o.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="bf16 autocast (default on CUDA) or fp32 (default on CPU)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default=None, help="output folder (default runs/<dataset><size>-<chain>)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from latest.pt")
-    r.add_argument("--log-every", type=int, default=50)
-    r.add_argument("--eval-every", type=int, default=500, help="validation + best checkpoint interval")
-    r.add_argument("--checkpoint-every", type=int, default=250)
-    r.add_argument("--image-every", type=int, default=1000, help="PNG grids of samples and reconstructions")
-    r.add_argument("--iw-samples", type=int, default=32,
-                   help="importance samples per test image for the final evaluation (paper: 512)")
-    r.add_argument("--iw-images", type=int, default=None,
-                   help="evaluate the IW bound on N test images spread evenly over the split (default: all); "
-                        "eval.json then also holds the ELBO of that subset (iw_subset_elbo_bpd)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    r.add_argument("--no-progress", dest="progress", action="store_false")
-    r.add_argument("--kill-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests: SIGKILL self
-    r.add_argument("--poison-steps", default="", help=argparse.SUPPRESS)  # tests: steps whose loss is NaN
+    o.add_argument("--seed", type=cli.nonnegative_int, default=None, help="seed of split, init, order, draws (0)")
+    r = p.add_argument_group("intervals and final evaluation")
+    r.add_argument("--log-every", type=cli.positive_int, default=None, help="steps between log lines (50)")
+    r.add_argument("--eval-every", type=cli.positive_int, default=None, help="validation + best checkpoint (500)")
+    r.add_argument("--checkpoint-every", type=cli.positive_int, default=None, help="latest.pt (250)")
+    r.add_argument("--image-every", type=cli.positive_int, default=None, help="PNG grids (1000)")
+    r.add_argument("--iw-samples", type=cli.nonnegative_int, default=None,
+                   help="importance samples per test image for the final evaluation (32; paper: 512; 0 = none)")
+    r.add_argument("--iw-images", type=cli.positive_int, default=None,
+                   help="evaluate the IW bound on N test images spread evenly over the split (default: all)")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    g.add_argument("--out", default=None, help="output folder (default runs/<dataset><size>-<chain>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from latest.pt")
+    g.add_argument("--threads", type=cli.positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p.parse_args(argv)
 
 
-# --------------------------------------------------------------------------- setup
-def parse_overrides(items: List[str]) -> Dict[str, Any]:
-    """``["width=64", "min_logvar=-8"]`` -> typed values, using the config field types."""
-    fields = ModelConfig().to_dict()
-    out: Dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise TrainingError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        if key not in fields:
-            raise TrainingError(f"--set: unknown config key '{key}'; known keys: {sorted(fields)}")
-        if key in ("transform",):
-            raise TrainingError("--set transform=... is not allowed; use --transform/--levels")
-        try:
-            out[key] = type(fields[key])(value)
-        except ValueError:
-            raise TrainingError(f"--set {key}: '{value}' is not a valid {type(fields[key]).__name__}") from None
-    return out
+TRAIN_OPTIONS = [f.replace("-", "_") for f in (
+    "dataset", "data-root", "image-size", "validation-fraction", "augment", "steps", "batch-size", "lr", "lr-min",
+    "warmup", "schedule", "clip", "max-bad-steps", "precision", "seed", "log-every", "eval-every",
+    "checkpoint-every", "image-every", "iw-samples", "iw-images")]
 
 
+def configs_from_args(args: argparse.Namespace, cuda: bool, stored: Optional[Dict[str, Any]] = None):
+    """The model and training configs of this run: from presets and the options given, or, when
+    resuming, from the checkpoint's ``stored`` state with the options given checked against it."""
+    given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+    model_given = args.transform is not None or args.levels is not None or args.preset or args.overrides
+    if stored is not None:
+        train_config = TrainConfig.from_dict(dict(stored["train"]))
+        model_config = ModelConfig.from_dict(dict(stored["config"]))
+        differences = {**train_config.difference(train_config.replace(**given))}
+        if model_given:
+            differences.update(model_config.difference(_model_config(args, cuda, train_config.image_size)))
+        if differences:
+            listed = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in differences.items())
+            raise cli.UserError(f"--resume: the checkpoint in {args.out} has another config ({listed})")
+        return model_config, train_config
+    preset = args.preset or ("paper" if cuda else "small")
+    train_config = make_train_config(preset, **given)
+    return _model_config(args, cuda, train_config.image_size), train_config
+
+
+def _model_config(args: argparse.Namespace, cuda: bool, image_size: int) -> ModelConfig:
+    preset = args.preset or ("paper" if cuda else "small")
+    return make_config(preset, args.transform or "downscale", args.levels, image_size=image_size,
+                       **parse_overrides(args.overrides))
+
+
+# --------------------------------------------------------------------------- the pieces of a run
 class Distributed:
     """Rank/world information; a no-op wrapper when not launched by torchrun."""
 
-    def __init__(self, device_arg: str):
+    def __init__(self, device: torch.device):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device_arg == "auto":
-            device_arg = "cuda" if torch.cuda.is_available() else "cpu"
-        if device_arg == "cuda" and self.world > 1:
-            device_arg = f"cuda:{self.local_rank}"
-        self.device = torch.device(device_arg)
-        if self.device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise TrainingError("--device cuda given but CUDA is not available")
-            torch.cuda.set_device(self.device)
+        if device.type == "cuda" and self.world > 1 and device.index is None:
+            device = torch.device(f"cuda:{self.local_rank}")
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         if self.world > 1:
-            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
     @property
     def main(self) -> bool:
@@ -158,15 +169,15 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def learning_rate_factor(step: int, args: argparse.Namespace) -> float:
-    """Multiplier of ``--lr`` at ``step``: linear warm-up, then exponential decay to ``--lr-min``."""
-    if step < args.warmup:
-        return (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(args.steps - args.warmup, 1)
-    if args.schedule == "cosine":
-        floor = args.lr_min / args.lr
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of ``lr`` at ``step``: linear warm-up, then cosine or exponential decay to ``lr_min``."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(config.steps - config.warmup, 1)
+    floor = config.lr_min / config.lr
+    if config.schedule == "cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return (args.lr_min / args.lr) ** progress
+    return floor ** progress
 
 
 @functools.lru_cache(maxsize=2)
@@ -177,247 +188,321 @@ def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
     """Indices of the global batch at ``step``: epochs are seeded permutations, so the order is a
     pure function of (seed, step) and a resumed run sees exactly the batches it would have seen."""
-    per_epoch = n // batch_size
-    if per_epoch == 0:
-        raise TrainingError(f"batch size {batch_size} is larger than the training set ({n} images)")
-    epoch, position = divmod(step, per_epoch)
+    epoch, position = divmod(step, n // batch_size)
     return _epoch_permutation(n, seed, epoch)[position * batch_size:(position + 1) * batch_size]
 
 
-def rng_state(aug_generator: torch.Generator, device: torch.device) -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "augment": aug_generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
+def compute_loss(net: torch.nn.Module, model: SelfVAE, x: torch.Tensor,
+                 autocast_dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]:
+    """The training loss of one batch: per-term bpd of the single-sample ELBO, ``bpd`` their sum.
+    (Also the seam where the tests inject faults: a NaN loss, a SIGKILL.)"""
+    with torch.autocast(device_type=x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        terms = net(x)
+    return model.bits_per_dim(terms)
+
+
+@dataclass
+class Run:
+    """Everything a training run holds between steps."""
+
+    model_config: ModelConfig
+    config: TrainConfig
+    out: str
+    ddp: Distributed
+    splits: Splits
+    train_images: torch.Tensor
+    model: SelfVAE
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    aug_generator: torch.Generator
+    progress: bool
+    step: int = 0
+    best_val: float = math.inf
+    skipped: int = 0
+    bad_in_row: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.ddp.device
+
+    @property
+    def autocast_dtype(self) -> Optional[torch.dtype]:
+        return torch.bfloat16 if self.config.precision == "bf16" else None
+
+
+def check_out_folder(out: str, resume: bool) -> None:
+    """A new run refuses a folder that holds any earlier run's files; ``--resume`` needs latest.pt.
+    Temporary files of a checkpoint write that was killed are removed either way."""
+    cli.check_output_folder(out)
+    if not os.path.isdir(out):
+        return
+    remove_stale_temporaries(out)
+    if resume:
+        return
+    earlier = sorted(name for name in os.listdir(out)
+                     if name in RUN_FILES or (name.endswith(".png") and name.startswith(RUN_PICTURES)))
+    if earlier:
+        raise cli.UserError(f"{out} already holds a run ({', '.join(earlier[:4])}); pass --resume to continue it "
+                            f"or choose another --out")
+
+
+def set_up(args: argparse.Namespace) -> Run:
+    """Configs, device, output folder, data, model, optimiser and schedule of a new or resumed run."""
+    device = cli.resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stored = None
+    if args.resume:
+        if args.out is None:
+            raise cli.UserError("--resume needs --out, the folder of the run to continue")
+        stored = read_checkpoint(os.path.join(args.out, "latest.pt"))
+    model_config, config = configs_from_args(args, cuda, stored)
+    out = os.path.abspath(args.out or default_out(config, model_config))
+    check_out_folder(out, args.resume)
+    ddp = Distributed(device)
+    if config.batch_size % ddp.world:
+        raise cli.UserError(f"--batch-size {config.batch_size} is not divisible by the {ddp.world} DDP ranks")
+
+    splits = load_splits(config.dataset, config.image_size, config.data_root, seed=config.seed,
+                         validation_fraction=config.validation_fraction, progress=args.progress and ddp.main)
+    if stored is not None and stored.get("split") is not None:
+        changes = split_changes(stored["split"], splits.record)
+        if changes:
+            raise cli.UserError("--resume: the data changed since the checkpoint: " + "; ".join(changes))
+    shape = tuple(splits.train.images.shape[1:])
+    if shape != model_config.level_specs()[0].shape:
+        raise cli.UserError(f"dataset images have shape {shape}, the model expects {model_config.level_specs()[0].shape}")
+    if len(splits.train) < config.batch_size:
+        raise cli.UserError(f"--batch-size {config.batch_size} is larger than the training split "
+                            f"({len(splits.train)} images)")
+    train_images = splits.train.images.to(device) if cuda else splits.train.images  # batches stay on the GPU
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(device)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(learning_rate_factor, config=config))
+    aug_generator = torch.Generator(device=device)
+    aug_generator.manual_seed(config.seed * 1000 + ddp.rank)
+    run = Run(model_config, config, out, ddp, splits, train_images, model, model, optimizer, schedule, aug_generator,
+              args.progress)
+    if stored is not None:
+        restore(run, stored)
+    else:
+        # Data-dependent init on the first global batch: identical on every rank.
+        first = train_images[batch_indices(0, len(train_images), config.batch_size, config.seed).to(device)]
+        model.initialize(first.to(device))
+        torch.manual_seed(config.seed * 1000 + ddp.rank)
+    if ddp.world > 1:
+        run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    return run
+
+
+def default_out(config: TrainConfig, model_config: ModelConfig) -> str:
+    chain = model_config.transform.replace(",", "+").replace(":", "") or "vae"
+    return os.path.join("runs", f"{config.dataset}{config.image_size}-{chain}")
+
+
+# --------------------------------------------------------------------------- checkpoints
+def rng_state(run: Run) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "augment": run.aug_generator.get_state()}
+    if run.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(run.device)
     return state
 
 
-def set_rng_state(state: Dict[str, Any], aug_generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    aug_generator.set_state(state["augment"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+def checkpoint_state(run: Run) -> Dict[str, Any]:
+    """Everything needed to resume (tensors and plain values only). Collective under DDP."""
+    rngs: List[Any] = [None] * run.ddp.world
+    if run.ddp.world > 1:
+        dist.all_gather_object(rngs, rng_state(run))
+    else:
+        rngs = [rng_state(run)]
+    return {"config": run.model_config.to_dict(), "train": run.config.to_dict(), "split": run.splits.record,
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.schedule.state_dict(), "step": run.step, "best_val": run.best_val,
+            "skipped": run.skipped, "rng": rngs}
 
 
-def default_out(args: argparse.Namespace, config: ModelConfig) -> str:
-    chain = config.transform.replace(",", "+").replace(":", "") or "vae"
-    return os.path.join("runs", f"{args.dataset}{args.image_size}-{chain}")
+def restore(run: Run, state: Dict[str, Any]) -> None:
+    """Continue from a checkpoint: weights, optimiser, schedule, counters and RNG streams; log lines
+    written after the checkpoint (by a run that was then killed) are dropped, as those steps rerun."""
+    if len(state["rng"]) != run.ddp.world:
+        raise cli.UserError(f"--resume: the run used {len(state['rng'])} processes, now {run.ddp.world}")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["scheduler"])
+    run.step, run.best_val, run.skipped = int(state["step"]), float(state["best_val"]), int(state["skipped"])
+    mine = state["rng"][run.ddp.rank]
+    torch.set_rng_state(mine["torch"])
+    run.aug_generator.set_state(mine["augment"])
+    if run.device.type == "cuda" and "cuda" in mine:
+        torch.cuda.set_rng_state(mine["cuda"], run.device)
+    if run.ddp.main:
+        truncate_log(os.path.join(run.out, "log.jsonl"), run.step)
 
 
-# --------------------------------------------------------------------------- pictures
-@torch.no_grad()
+def truncate_log(path: str, step: int) -> None:
+    """Keep the records of ``log.jsonl`` up to ``step`` (and any unreadable tail is dropped)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break
+            if record.get("step", 0) <= step:
+                kept.append(json.dumps(record))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the loop
+def train_step(run: Run) -> Dict[str, torch.Tensor]:
+    """One optimiser step on the batch of ``run.step``; a NaN/inf loss or gradient skips the update."""
+    config, ddp = run.config, run.ddp
+    local = config.batch_size // ddp.world
+    idx = batch_indices(run.step, len(run.train_images), config.batch_size, config.seed)
+    x = run.train_images[idx[ddp.rank * local:(ddp.rank + 1) * local].to(run.train_images.device)]
+    x = x.to(run.device, non_blocking=True)
+    if config.augment == "affine":
+        x = augment(x, run.aug_generator, mode="nearest")
+    elif config.augment == "flip":
+        x = augment(x, run.aug_generator, max_translate=0.0, max_rotate_deg=0.0, scale_range=(1.0, 1.0))
+    bits = compute_loss(run.net, run.model, x, run.autocast_dtype)
+    run.optimizer.zero_grad(set_to_none=True)
+    bits["bpd"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.clip)
+    # DDP has averaged the gradients, so every rank takes the same decision here.
+    if torch.isfinite(grad_norm) and torch.isfinite(bits["bpd"]):
+        run.optimizer.step()
+        run.bad_in_row = 0
+    else:
+        run.skipped += 1
+        run.bad_in_row += 1
+        if run.bad_in_row >= config.max_bad_steps:
+            raise cli.UserError(f"{run.bad_in_row} consecutive steps had a NaN/inf loss or gradient (last at step "
+                                f"{run.step}); lower --lr or --clip, or check the data")
+    run.schedule.step()
+    run.step += 1
+    return {**bits, "grad_norm": grad_norm.detach()}
+
+
+def log_record(run: Run, bits: Dict[str, torch.Tensor], images_per_s: float) -> Dict[str, Any]:
+    """The averaged figures of the last step as one log.jsonl record."""
+    names = [k for k in bits if k != "grad_norm"]
+    values = run.ddp.all_reduce_mean(torch.stack([bits[k].detach().float() for k in names])).tolist()
+    record: Dict[str, Any] = dict(zip(names, values))
+    record.update(step=run.step, lr=run.schedule.get_last_lr()[0], grad_norm=float(bits["grad_norm"]),
+                  skipped=run.skipped, images_per_s=images_per_s)
+    return record
+
+
+def validate_and_checkpoint(run: Run, validate: bool, log) -> None:
+    """Validation ELBO (best.pt when it improves) and latest.pt. Collective under DDP."""
+    state = checkpoint_state(run)
+    if not run.ddp.main:
+        return
+    # fork_rng: validation must not move the training RNG streams
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        if validate:
+            val = elbo(run.model, run.splits.validation.images, batch_size=64, seed=run.config.seed,
+                       device=run.device, autocast_dtype=run.autocast_dtype, progress=False)["elbo_bpd"]
+            log.write(json.dumps({"step": run.step, "validation_bpd": val}) + "\n")
+            log.flush()
+            if val < run.best_val:
+                run.best_val = state["best_val"] = val
+                save_checkpoint(state, os.path.join(run.out, "best.pt"))
+        save_checkpoint(state, os.path.join(run.out, "latest.pt"))
+
+
 def write_images(model: SelfVAE, x: torch.Tensor, out: str, tag: str, seed: int) -> List[str]:
-    """Samples (generation) and reconstructions (inputs above reconstruction 2 and, for K >= 1,
-    conditional reconstruction at level 1)."""
-    was_training = model.training
-    model.eval()
+    """Samples (generation) and reconstructions: rows inputs, reconstruction 2 and, for K >= 1,
+    conditional reconstruction at level 1 — enlarged and labelled."""
     g = torch.Generator(device=x.device).manual_seed(seed)
-    paths = [save_grid(model.generate(min(64, 8 * 8), generator=g).images, os.path.join(out, f"samples_{tag}.png"))]
-    rows = [x, model.reconstruct2(x, generator=g).images]
-    if model.levels >= 1:
-        rows.append(model.cond_reconstruct(x, level=1, generator=g).images)
-    paths.append(save_rows(rows, os.path.join(out, f"reconstructions_{tag}.png")))
-    model.train(was_training)
+    with evaluating(model), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        paths = [save_grid(modes.generate(model, 64, generator=g).images, os.path.join(out, f"samples_{tag}.png"))]
+        rows, labels = [x, modes.reconstruct2(model, x, generator=g).images], ["inputs", "reconstruction 2"]
+        if model.levels >= 1:
+            rows.append(modes.cond_reconstruct(model, x, level=1, generator=g).images)
+            labels.append("cond. reconstruction k=1")
+        paths.append(save_rows(rows, os.path.join(out, f"reconstructions_{tag}.png"), labels=labels))
     return paths
 
 
-# --------------------------------------------------------------------------- main
-def train(args: argparse.Namespace) -> Dict[str, Any]:
-    ddp = Distributed(args.device)
-    device = ddp.device
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cuda = device.type == "cuda"
-    precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
-    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-    preset = args.preset or ("paper" if cuda else "small")
-    if args.steps is None:
-        args.steps = 20000 if cuda else 2000
-    try:
-        config = make_config(preset, args.transform, args.levels, image_size=args.image_size,
-                             **parse_overrides(args.overrides))
-    except (ValueError, TransformError) as e:
-        raise TrainingError(str(e)) from None
-    out = args.out or default_out(args, config)
-    args.out = out
-    latest, best = os.path.join(out, "latest.pt"), os.path.join(out, "best.pt")
-
-    # ---- resume or refuse to overwrite
-    resume_state = None
-    if args.resume:
-        resume_state = read_checkpoint(latest)
-        stored = ModelConfig.from_dict(resume_state["config"])
-        diff = config_difference(stored, config)
-        if diff:
-            raise TrainingError(f"--resume: the checkpoint in {out} has another config; differences "
-                                f"(checkpoint vs now): {diff}")
-        for key in RESUME_MUST_MATCH:
-            then, now = resume_state["train"].get(key), getattr(args, key)
-            if then != now:
-                raise TrainingError(f"--resume: '{key}' was {then!r} in the checkpoint, now {now!r}")
-    elif os.path.exists(latest) or os.path.exists(os.path.join(out, "eval.json")):
-        raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-
-    # ---- data
-    data = load_dataset(args.dataset, "train", image_size=args.image_size, root=args.data_root, seed=args.seed)
-    test = load_dataset(args.dataset, "test", image_size=args.image_size, root=args.data_root, seed=args.seed)
-    if data.images.shape[1:] != (config.image_channels, config.image_size, config.image_size):
-        raise TrainingError(f"dataset images have shape {tuple(data.images.shape[1:])}, the model expects "
-                            f"({config.image_channels}, {config.image_size}, {config.image_size})")
-    # Validation: a seeded slice of the training split (the test split is kept for the final figures).
-    perm = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(args.seed + 1))
-    n_val = max(1, int(round(args.validation_fraction * len(perm))))
-    validation, train_images = data.images[perm[:n_val]], data.images[perm[n_val:]]
-    if cuda:  # the whole (uint8) training set on the GPU: batches never cross the host boundary
-        train_images = train_images.to(device)
-    if args.batch_size % ddp.world:
-        raise TrainingError(f"--batch-size {args.batch_size} is not divisible by the {ddp.world} DDP ranks")
-    local_batch = args.batch_size // ddp.world
-
-    # ---- model, optimiser, schedule
-    torch.manual_seed(args.seed)
-    model = build_model(config).to(device)
-    optimizer = torch.optim.Adamax(model.parameters(), lr=args.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, args))
-    aug_generator = torch.Generator(device=device)
-    aug_generator.manual_seed(args.seed * 1000 + ddp.rank)
-    step, best_val, bad_in_row, skipped = 0, math.inf, 0, 0
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        schedule.load_state_dict(resume_state["scheduler"])
-        step, best_val, skipped = resume_state["step"], resume_state["best_val"], resume_state["skipped"]
-        if len(resume_state["rng"]) != ddp.world:
-            raise TrainingError(f"--resume: the run used {len(resume_state['rng'])} processes, now {ddp.world}")
-        set_rng_state(resume_state["rng"][ddp.rank], aug_generator, device)
-    else:
-        # Data-dependent init on the first global batch: identical on every rank.
-        first = train_images[batch_indices(0, len(train_images), args.batch_size, args.seed).to(train_images.device)]
-        model.initialize(first.to(device))
-        torch.manual_seed(args.seed * 1000 + ddp.rank)
-    net = model
-    if ddp.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-
-    if ddp.main:
-        os.makedirs(out, exist_ok=True)
-        n_params = count_parameters(model)
-        print(f"selfvae: {config.levels}-level model '{config.transform or 'VAE'}' ({preset} preset, "
-              f"{n_params / 1e6:.2f} M parameters) on {device}, {precision}; {len(train_images)} train / "
-              f"{len(validation)} validation / {len(test)} test images; {args.steps} steps -> {out}", flush=True)
-    poison = {int(s) for s in args.poison_steps.split(",") if s}
-
-    def checkpoint_state() -> Dict[str, Any]:
-        rngs = [None] * ddp.world
-        mine = rng_state(aug_generator, device)
-        if ddp.world > 1:
-            dist.all_gather_object(rngs, mine)
-        else:
-            rngs = [mine]
-        return {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.state_dict(), "step": step, "best_val": best_val, "skipped": skipped,
-                "rng": rngs, "train": {k: getattr(args, k) for k in RESUME_MUST_MATCH},
-                "data": {"dataset": args.dataset, "root": args.data_root, "image_size": args.image_size,
-                         "seed": args.seed}}
-
-    log = open(os.path.join(out, "log.jsonl"), "a") if ddp.main else None
-    bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", disable=not (args.progress and ddp.main),
-               dynamic_ncols=True)
+def loop(run: Run) -> None:
+    """Steps until ``config.steps``: train, log, validate/checkpoint and draw at their intervals."""
+    config, ddp = run.config, run.ddp
+    log = open(os.path.join(run.out, "log.jsonl"), "a") if ddp.main else None
+    bar = tqdm(total=config.steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (run.progress and ddp.main))
     window_start, window_images = time.perf_counter(), 0
-    model.train()
-    while step < args.steps:
-        idx = batch_indices(step, len(train_images), args.batch_size, args.seed)
-        x = train_images[idx[ddp.rank * local_batch:(ddp.rank + 1) * local_batch].to(train_images.device)]
-        x = x.to(device, non_blocking=True)
-        if args.augment == "affine":
-            x = augment(x, aug_generator, mode="nearest")
-        elif args.augment == "flip":
-            x = augment(x, aug_generator, max_translate=0.0, max_rotate_deg=0.0, scale_range=(1.0, 1.0))
-        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            terms = net(x)
-        bits = model.bits_per_dim(terms)
-        loss = bits["bpd"]
-        if step in poison:
-            loss = loss * float("nan")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        # DDP has averaged the gradients, so every rank takes the same decision here.
-        if torch.isfinite(grad_norm) and torch.isfinite(loss):
-            optimizer.step()
-            bad_in_row = 0
-        else:
-            skipped += 1
-            bad_in_row += 1
-            if bad_in_row >= args.max_bad_steps:
-                raise TrainingError(f"{bad_in_row} consecutive steps had a NaN/inf loss or gradient (last at step "
-                                    f"{step}); lower --lr or --clip, or check the data")
-        schedule.step()
-        step += 1
-        window_images += x.shape[0] * ddp.world
-        bar.update(1)
+    run.model.train()
+    try:
+        while run.step < config.steps:
+            bits = train_step(run)
+            window_images += config.batch_size
+            bar.update(1)
+            step, last = run.step, run.step == config.steps
+            if step % config.log_every == 0 or last:
+                record = log_record(run, bits, window_images / max(time.perf_counter() - window_start, 1e-9))
+                window_start, window_images = time.perf_counter(), 0
+                bar.set_postfix({"bpd": f"{record['bpd']:.3f}",
+                                 **{k: f"{record[k]:.2f}" for k in run.model.term_names()}})
+                if log:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+            validate = step % config.eval_every == 0 or last
+            if validate or step % config.checkpoint_every == 0:
+                validate_and_checkpoint(run, validate, log)
+            if ddp.main and (step % config.image_every == 0 or last):
+                write_images(run.model, run.splits.validation.images[:8].to(run.device), run.out, f"{step:06d}",
+                             config.seed)
+    finally:
+        bar.close()
+        if log:
+            log.close()
 
-        if step % args.log_every == 0 or step == args.steps:
-            values = torch.stack([v.detach().float() for v in bits.values()])
-            values = ddp.all_reduce_mean(values).tolist()
-            record = dict(zip(bits.keys(), values))
-            elapsed = time.perf_counter() - window_start
-            record.update(step=step, lr=schedule.get_last_lr()[0], grad_norm=float(grad_norm), skipped=skipped,
-                          images_per_s=window_images / max(elapsed, 1e-9))
-            window_start, window_images = time.perf_counter(), 0
-            bar.set_postfix({"bpd": f"{record['bpd']:.3f}", **{k: f"{record[k]:.2f}" for k in model.term_names()}})
-            if log:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-        validate = step % args.eval_every == 0 or step == args.steps
-        if validate or step % args.checkpoint_every == 0:
-            state = checkpoint_state()  # collective under DDP: every rank takes part
-            if ddp.main:
-                # fork_rng: pictures and validation must not move the training RNG streams
-                with torch.random.fork_rng(devices=[device] if cuda else []):
-                    if validate:
-                        val = evaluate_images(model, validation, batch_size=64, device=device,
-                                              autocast_dtype=autocast_dtype, progress=False, seed=args.seed)
-                        log.write(json.dumps({"step": step, "validation_bpd": val["elbo_bpd"]}) + "\n")
-                        log.flush()
-                        if val["elbo_bpd"] < best_val:
-                            best_val = state["best_val"] = val["elbo_bpd"]
-                            save_checkpoint(state, best)
-                    save_checkpoint(state, latest)
-        if ddp.main and (step % args.image_every == 0 or step == args.steps):
-            with torch.random.fork_rng(devices=[device] if cuda else []):
-                write_images(model, validation[:8].to(device), out, f"{step:06d}", args.seed)
-        if args.kill_at_step is not None and step == args.kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
-    bar.close()
 
-    # ---- final evaluation on the test split
-    result: Dict[str, Any] = {}
-    if ddp.world > 1:
-        result["replica_max_abs_diff"] = replica_difference(model)
-    if ddp.main:
-        write_images(model, test.images[:8].to(device), out, "final", args.seed)
-        elbo = evaluate_images(model, test.images, batch_size=64, device=device, autocast_dtype=autocast_dtype,
-                               progress=args.progress, desc="test ELBO", seed=args.seed)
-        iw_set = spread_subset(test.images, args.iw_images)
-        iw = evaluate_images(model, iw_set, batch_size=64, iw_samples=args.iw_samples, device=device,
-                             autocast_dtype=autocast_dtype, progress=args.progress, desc="test IW bound",
-                             seed=args.seed) if args.iw_samples else {"iw_bpd": None, "n_images": 0}
-        result.update(
-            elbo_bpd=elbo["elbo_bpd"], terms_bpd=elbo["terms_bpd"], n_images=elbo["n_images"],
-            iw_bpd=iw["iw_bpd"], iw_samples=args.iw_samples, iw_n_images=iw["n_images"],
-            iw_subset_elbo_bpd=iw.get("elbo_bpd"),
-            steps=step, skipped_steps=skipped, best_validation_bpd=best_val, parameters=count_parameters(model),
-            config=config.to_dict(), dataset=args.dataset, image_size=args.image_size, seed=args.seed,
-            device=str(device), precision=precision)
-        with open(os.path.join(out, "eval.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        iw_text = f", IW bound ({args.iw_samples} samples) {result['iw_bpd']:.4f} bpd" if args.iw_samples else ""
-        print(f"test: ELBO {result['elbo_bpd']:.4f} bpd{iw_text} on {result['n_images']} images; "
-              f"terms: " + ", ".join(f"{k} {v:.3f}" for k, v in result["terms_bpd"].items()), flush=True)
-    if log:
-        log.close()
-    ddp.close()
+# --------------------------------------------------------------------------- the end
+def final_evaluation(run: Run, extra: Dict[str, Any]) -> Dict[str, Any]:
+    """Test-split figures (the keys of :func:`selfvae.evaluation.likelihood`, as ``python -m
+    selfvae.evaluate --json`` writes them) and ``extra``, written to eval.json."""
+    config, model = run.config, run.model
+    test = run.splits.test.images
+    write_images(model, test[:8].to(run.device), run.out, "final", config.seed)
+    figures = likelihood(model, test, iw_samples=config.iw_samples, iw_images=config.iw_images, batch_size=64,
+                         seed=config.seed, device=run.device, autocast_dtype=run.autocast_dtype,
+                         progress=run.progress)
+    result = {"checkpoint": os.path.join(run.out, "latest.pt"), "config": run.model_config.to_dict(),
+              "train": config.to_dict(), "data": run.splits.record, "step": run.step, "device": str(run.device),
+              "seed": config.seed, **figures, "parameters": parameter_counts(model), "skipped_steps": run.skipped,
+              "best_validation_bpd": run.best_val, **extra}
+    write_json(result, os.path.join(run.out, "eval.json"))
+    print(f"test split:\n{format_likelihood(figures)}", flush=True)
     return result
+
+
+def train(args: argparse.Namespace) -> Dict[str, Any]:
+    """A whole run: set up (or restore), train, evaluate on the test split. Returns eval.json's figures."""
+    run = set_up(args)
+    try:
+        if run.ddp.main:
+            os.makedirs(run.out, exist_ok=True)
+            print(f"selfvae: {run.model.levels}-level model '{run.model_config.transform or 'VAE'}' "
+                  f"({parameter_counts(run.model)['total'] / 1e6:.2f} M parameters) on {run.device}, "
+                  f"{run.config.precision}; {len(run.splits.train)} train / {len(run.splits.validation)} validation / "
+                  f"{len(run.splits.test)} test images; {run.config.steps} steps -> {run.out}", flush=True)
+        loop(run)
+        extra = {"replica_max_abs_diff": replica_difference(run.model)} if run.ddp.world > 1 else {}
+        return final_evaluation(run, extra) if run.ddp.main else extra
+    finally:
+        run.ddp.close()
 
 
 @torch.no_grad()
@@ -434,12 +519,7 @@ def replica_difference(model: torch.nn.Module) -> float:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        train(args)
-    except (TrainingError, CheckpointError, DataError, TransformError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(lambda: train(args))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from selfvae import evaluate
+from selfvae import evaluate, evaluation
+from selfvae.datasets import load_dataset
 from selfvae.checkpoint import save_checkpoint
 from selfvae.config import make_config
 from selfvae.model import build_model, parameter_counts
@@ -83,7 +84,8 @@ def test_json_figures_and_mode_table(setup, capsys):
                       ("generation_time", dict)]:
         assert isinstance(result[key], kind), key
     assert result["iw_samples"] == 16
-    assert result["n_images"] == 6  # 15 % of the 40 images is the test split
+    test_split = load_dataset("folder", "test", image_size=16, root=str(root / "images"))
+    assert result["n_images"] == len(test_split) and 2 <= len(test_split) <= 12  # ~15 % of the 40 images
     assert list(result["terms_bpd"]) == ["x", "y1", "y2", "z1", "z2", "u"]
     assert sum(result["terms_bpd"].values()) == pytest.approx(result["elbo_bpd"])
     assert result["terms_bpd"]["x"] > 0 and result["terms_bpd"]["y1"] > 0
@@ -106,7 +108,7 @@ def test_json_figures_and_mode_table(setup, capsys):
     assert set(rows[("reconstruct2", None)]["sent"]) == {"u", "z1", "z2"}
     for key, r in rows.items():
         if key[0] != "generate":
-            assert r["n_images"] == 6 and r["bits"] > 0 and 0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1, key
+            assert r["n_images"] == len(test_split) and r["bits"] > 0 and 0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1, key
             assert r["bpd"] == pytest.approx(r["bits"] / (3 * 16 * 16))
             assert r["bits"] == pytest.approx(sum(r["sent_bits"].values()))
     # y_k costs the same in both conditional modes; sending more levels costs more bits
@@ -125,8 +127,8 @@ def test_json_figures_and_mode_table(setup, capsys):
 
 def test_iw_bound_is_below_the_same_samples_elbo_and_chunk_invariant(setup):
     _, model, images = setup
-    a = evaluate.iw_bound(model, images[:12], samples=8, chunk=8, batch_size=5, seed=3, progress=False)
-    b = evaluate.iw_bound(model, images[:12], samples=8, chunk=3, batch_size=5, seed=3, progress=False)
+    a = evaluation.iw_bound(model, images[:12], samples=8, chunk=8, batch_size=5, seed=3, progress=False)
+    b = evaluation.iw_bound(model, images[:12], samples=8, chunk=3, batch_size=5, seed=3, progress=False)
     assert a["iw_bpd"] == pytest.approx(b["iw_bpd"], abs=1e-6)
     assert a["iw_bpd"] <= a["iw_elbo_bpd"] + 1e-9
     assert a["iw_bpd"] < a["iw_elbo_bpd"]  # strictly: the weights vary across samples
@@ -182,6 +184,23 @@ def test_errors_in_process(setup, capsys, tmp_path):
     make_checkpoint(gray, images[:, :1], root / "images", steps=0, image_channels=1)
     code, err = error_of([str(gray), "--iw-samples", "0"], capsys)
     assert code == 2 and "model expects (1, 16, 16)" in err[0]
+
+
+def test_arguments_and_outputs_are_checked_before_any_work(setup, capsys, tmp_path):
+    """Before: an unwritable --json was found only after the whole evaluation; --iw-samples -1 was
+    accepted."""
+    root, _, _ = setup
+    ckpt = str(root / "model.pt")
+    code, err = error_of([ckpt, "--json", str(tmp_path)], capsys)  # a folder, not a file
+    assert code == 2 and len(err) == 1 and "is a folder" in err[0]
+    (tmp_path / "file").write_text("x")
+    code, err = error_of([ckpt, "--json", str(tmp_path / "file" / "eval.json")], capsys)
+    assert code == 2 and "cannot create or write" in err[0]
+    for bad in (["--iw-samples", "-1"], ["--batch-size", "0"], ["--mode-images", "0"], ["--iw-chunk", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            evaluate.main([ckpt] + bad)
+        assert exit_.value.code == 2
+        assert bad[0] in capsys.readouterr().err
 
 
 def run_cli(*argv):

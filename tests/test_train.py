@@ -1,5 +1,6 @@
-"""`python -m selfvae.train`: resume equivalence (through SIGKILL), the NaN guard, DDP replicas,
-and the errors a user can run into."""
+"""`python -m selfvae.train`: resume equivalence (through SIGKILL, faults injected from outside the
+training code by tests/fault_injection.py), the NaN guard, DDP replicas, and the errors a user can run
+into — every one a single line before any work starts."""
 import json
 import math
 import os
@@ -7,38 +8,60 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import TINY_OVERRIDES
+from selfvae import train
 from selfvae.checkpoint import read_checkpoint
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIKELIHOOD_KEYS = ("elbo_bpd", "terms_bpd", "n_images", "iw_bpd", "iw_elbo_bpd", "iw_samples", "iw_n_images")
 
-def run_train(out, root, *extra, steps=6, env=None, launcher=None):
-    args = ["--dataset", "cifar10", "--data-root", str(root), "--transform", "downscale", "--levels", "1",
+
+def train_args(out, root, *extra, steps=6, dataset="cifar10"):
+    args = ["--dataset", dataset, "--data-root", str(root), "--transform", "downscale", "--levels", "1",
             "--steps", str(steps), "--batch-size", "8", "--checkpoint-every", "3", "--eval-every", "3",
             "--image-every", "100", "--log-every", "1", "--iw-samples", "2", "--iw-images", "4",
             "--warmup", "2", "--threads", "1", "--no-progress", "--out", str(out)]
     for item in TINY_OVERRIDES:
         args += ["--set", item]
-    cmd = (launcher or [sys.executable, "-m", "selfvae.train"]) + args + list(extra)
+    return args + list(extra)
+
+
+def run_train(out, root, *extra, steps=6, env=None, launcher=None, faults=None, dataset="cifar10"):
+    args = train_args(out, root, *extra, steps=steps, dataset=dataset)
+    if faults:
+        launcher = [sys.executable, os.path.join(HERE, "fault_injection.py")]
+    cmd = (launcher or [sys.executable, "-m", "selfvae.train"]) + args
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), **(faults or {})})
 
 
 def weights(out):
     return read_checkpoint(os.path.join(out, "latest.pt"))["model"]
 
 
+def log_records(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
 def test_resume_after_sigkill_gives_identical_parameters(tiny_cifar, tmp_path):
     straight = run_train(tmp_path / "straight", tiny_cifar)
     assert straight.returncode == 0, straight.stderr
-    killed = run_train(tmp_path / "resumed", tiny_cifar, "--kill-at-step", "4")
+    killed = run_train(tmp_path / "resumed", tiny_cifar, faults={"FAULT_KILL_AT_STEP": "4"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     halfway = read_checkpoint(str(tmp_path / "resumed" / "latest.pt"))
     assert halfway["step"] == 3
-    resumed = run_train(tmp_path / "resumed", tiny_cifar, "--resume")
+    # the killed run logged step 4's predecessor after the checkpoint: the resumed run must not repeat it
+    assert max(r["step"] for r in log_records(tmp_path / "resumed")) == 4
+    # --resume alone: the configs come from the checkpoint
+    resumed = subprocess.run([sys.executable, "-m", "selfvae.train", "--out", str(tmp_path / "resumed"), "--resume",
+                              "--no-progress", "--threads", "1"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
@@ -46,29 +69,43 @@ def test_resume_after_sigkill_gives_identical_parameters(tiny_cifar, tmp_path):
         assert torch.equal(a[name], b[name]), name
     # and the second half of training changed them: the comparison is not vacuous
     assert any(not torch.equal(a[n], halfway["model"][n]) for n in a if a[n].is_floating_point())
+    # log.jsonl holds every step once, as the straight run's does
+    steps = [r["step"] for r in log_records(tmp_path / "resumed") if "bpd" in r]
+    assert steps == [r["step"] for r in log_records(tmp_path / "straight") if "bpd" in r] == list(range(1, 7))
     for folder in ("straight", "resumed"):
         result = json.loads((tmp_path / folder / "eval.json").read_text())
-        for key in ("elbo_bpd", "iw_bpd", "terms_bpd", "n_images", "iw_samples"):
-            assert key in result
-        assert result["steps"] == 6 and result["n_images"] == 18
+        for key in LIKELIHOOD_KEYS + ("config", "train", "data", "parameters", "step"):
+            assert key in result, key
+        assert result["step"] == 6 and result["n_images"] == 18 and result["iw_n_images"] == 4
+        assert result["iw_bpd"] <= result["iw_elbo_bpd"] + 1e-6
     assert (tmp_path / "straight" / "samples_final.png").exists()
     assert (tmp_path / "straight" / "reconstructions_final.png").exists()
 
 
 def test_nan_steps_are_skipped_and_counted(tiny_cifar, tmp_path):
-    result = run_train(tmp_path / "run", tiny_cifar, "--poison-steps", "2,3", "--max-bad-steps", "3")
+    result = run_train(tmp_path / "run", tiny_cifar, "--max-bad-steps", "3", faults={"FAULT_NAN_STEPS": "2,3"})
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["skipped_steps"] == 2
     assert all(torch.isfinite(v).all() for v in weights(tmp_path / "run").values() if v.is_floating_point())
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [r["skipped"] for r in log if "skipped" in r][:4] == [0, 0, 1, 2]
+    assert [r["skipped"] for r in log_records(tmp_path / "run") if "skipped" in r][:4] == [0, 0, 1, 2]
 
 
 def test_too_many_bad_steps_in_a_row_stop_with_a_clear_message(tiny_cifar, tmp_path):
-    result = run_train(tmp_path / "run", tiny_cifar, "--poison-steps", "1,2,3", "--max-bad-steps", "3")
+    result = run_train(tmp_path / "run", tiny_cifar, "--max-bad-steps", "3", faults={"FAULT_NAN_STEPS": "1,2,3"})
     assert result.returncode == 2
     assert "3 consecutive steps had a NaN/inf loss or gradient" in result.stderr
+
+
+def test_a_write_killed_mid_checkpoint_leaves_no_temporary_after_resume(tiny_cifar, tmp_path):
+    """Before: the half-written temporary file of a killed checkpoint write stayed forever."""
+    out = tmp_path / "run"
+    killed = run_train(out, tiny_cifar, faults={"FAULT_KILL_IN_SAVE": "2"})  # the write at step 6
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    resumed = run_train(out, tiny_cifar, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_run_errors(tiny_cifar, tmp_path):
@@ -78,6 +115,8 @@ def test_run_errors(tiny_cifar, tmp_path):
     assert again.returncode == 2 and "already holds a run" in again.stderr
     other = run_train(out, tiny_cifar, "--resume", "--set", "width=16", steps=3)
     assert other.returncode == 2 and "another config" in other.stderr and "width" in other.stderr
+    longer = run_train(out, tiny_cifar, "--resume", steps=5)
+    assert longer.returncode == 2 and "steps: 3 then, 5 now" in longer.stderr
     missing = run_train(tmp_path / "empty", tiny_cifar, "--resume", steps=3)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     broken = tmp_path / "broken"
@@ -86,10 +125,93 @@ def test_run_errors(tiny_cifar, tmp_path):
     (broken / "latest.pt").write_bytes(data[:1000])
     corrupt = run_train(broken, tiny_cifar, "--resume", steps=3)
     assert corrupt.returncode == 2 and "corrupt or truncated" in corrupt.stderr
-    bad_key = run_train(tmp_path / "x", tiny_cifar, "--set", "wdith=3", steps=3)
-    assert bad_key.returncode == 2 and "unknown config key 'wdith'" in bad_key.stderr
     no_data = run_train(tmp_path / "y", tmp_path / "nowhere", steps=3)
     assert no_data.returncode == 2 and "nowhere" in no_data.stderr
+
+
+def test_an_earlier_runs_files_make_a_new_run_refuse(tiny_cifar, tmp_path, capsys):
+    """Before: a folder with best.pt but no latest.pt was trained into, overwriting best.pt and
+    appending to the earlier log.jsonl."""
+    for leftover in ("best.pt", "log.jsonl", "samples_000100.png"):
+        out = tmp_path / leftover.split(".")[0]
+        out.mkdir()
+        (out / leftover).write_bytes(b"an earlier run")
+        code = train.main(train_args(out, tiny_cifar))
+        assert code == 2 and "already holds a run" in capsys.readouterr().err
+        assert (out / leftover).read_bytes() == b"an earlier run" and len(list(out.iterdir())) == 1
+
+
+BAD_ARGUMENTS = [
+    (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-4"], "--batch-size"),
+    (["--steps", "0"], "--steps"), (["--steps", "-5"], "--steps"),
+    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"), (["--lr-min", "inf"], "--lr-min"),
+    (["--log-every", "0"], "--log-every"), (["--eval-every", "0"], "--eval-every"),
+    (["--checkpoint-every", "0"], "--checkpoint-every"), (["--image-every", "0"], "--image-every"),
+    (["--iw-samples", "-1"], "--iw-samples"), (["--iw-images", "0"], "--iw-images"),
+    (["--levels", "-1"], "--levels"),
+    (["--validation-fraction", "0"], "--validation-fraction"), (["--validation-fraction", "1.5"],
+                                                                "--validation-fraction"),
+]
+
+
+@pytest.mark.parametrize("bad,option", BAD_ARGUMENTS, ids=[" ".join(b) for b, _ in BAD_ARGUMENTS])
+def test_bad_arguments_are_refused_before_any_work(tiny_cifar, tmp_path, capsys, bad, option):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        train.main(train_args(out, tiny_cifar) + bad)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert option in err[-1] and "Traceback" not in "\n".join(err)
+    assert not out.exists()
+
+
+def write_folder(folder, n, size):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+BAD_CONFIGS = [
+    (["--levels", "10"], "does not fit 3x32x32"),
+    (["--set", "latent_size=3"], "latent_size 3 does not fit"),
+    (["--set", "min_logvar=nan"], "min_logvar must be a finite number"),
+    (["--set", "wdith=3"], "unknown config key 'wdith'"),
+    (["--lr", "1e-3", "--lr-min", "1e-2"], "lr_min"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_CONFIGS, ids=[" ".join(b) for b, _ in BAD_CONFIGS])
+def test_models_that_cannot_be_built_give_one_line(tiny_cifar, tmp_path, capsys, bad, message):
+    """Before: these ended in tracebacks from deep inside the model."""
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    assert train.main(train_args(out, tiny_cifar) + bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert time.perf_counter() - start < 30 and not out.exists()
+
+
+def test_other_up_front_errors(tmp_path, capsys):
+    folder = write_folder(tmp_path / "odd", 12, 33)
+    assert train.main(train_args(tmp_path / "a", folder, dataset="folder") + ["--image-size", "33"]) == 2
+    assert "cannot halve a 33x33" in capsys.readouterr().err
+    (tmp_path / "file").write_text("not a folder")
+    assert train.main(train_args(tmp_path / "file", folder, dataset="folder")) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_changed_folder_is_reported_on_resume(tmp_path):
+    """The split is recorded in the checkpoint; a folder that changed since is named, not used."""
+    folder = write_folder(tmp_path / "images", 40, 32)
+    out = tmp_path / "run"
+    first = run_train(out, folder, steps=3, dataset="folder")
+    assert first.returncode == 0, first.stderr
+    assert read_checkpoint(str(out / "latest.pt"))["split"]["dataset"] == "folder"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "new.png")
+    resumed = run_train(out, folder, "--resume", steps=3, dataset="folder")
+    assert resumed.returncode == 2 and "changed since the checkpoint" in resumed.stderr
 
 
 def test_ddp_two_processes_keep_identical_replicas(tiny_cifar, tmp_path):
@@ -99,8 +221,7 @@ def test_ddp_two_processes_keep_identical_replicas(tiny_cifar, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "ddp" / "eval.json").read_text())
     assert report["replica_max_abs_diff"] == 0.0
-    # both ranks trained: the parameters moved from the initialisation
-    assert report["steps"] == 4 and report["skipped_steps"] == 0
+    assert report["step"] == 4 and report["skipped_steps"] == 0
 
 
 def test_bf16_autocast_path_trains_with_finite_figures(tiny_cifar, tmp_path):
@@ -109,5 +230,5 @@ def test_bf16_autocast_path_trains_with_finite_figures(tiny_cifar, tmp_path):
     result = run_train(tmp_path / "bf16", tiny_cifar, "--precision", "bf16", steps=3)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "bf16" / "eval.json").read_text())
-    assert report["precision"] == "bf16" and report["skipped_steps"] == 0
+    assert report["train"]["precision"] == "bf16" and report["skipped_steps"] == 0
     assert all(math.isfinite(v) for v in [report["elbo_bpd"], report["iw_bpd"], *report["terms_bpd"].values()])
