@@ -44,7 +44,7 @@ from tqdm import tqdm
 from transforms import TransformError
 
 from .checkpoint import CheckpointError, load_model
-from .data import DataError, load_dataset, load_image_folder
+from .datasets import DataError, load_dataset, load_image_folder
 from .evaluation import evaluate_images, spread_subset
 from .metrics import MetricsError, fid_from_features, inception_features, load_inception, psnr, ssim
 from .model import SelfVAE, parameter_counts

@@ -41,7 +41,7 @@ from PIL import Image
 from transforms import TransformError
 
 from .checkpoint import CheckpointError, load_model
-from .data import DataError, read_image_rgb
+from .datasets import DataError, read_image_rgb
 from .evaluate import EvaluationError, dataset_images, error_line, resolve_device
 from .images import save_grid, save_png, save_rows, to_display, upscale_nearest
 from .model import SelfVAE

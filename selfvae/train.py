@@ -32,9 +32,10 @@ from tqdm import tqdm
 
 from transforms import TransformError
 
+from .augment import augment
 from .checkpoint import CheckpointError, config_difference, read_checkpoint, save_checkpoint
 from .config import PRESETS, ModelConfig, make_config
-from .data import DataError, augment, load_dataset
+from .datasets import DataError, load_dataset
 from .evaluation import evaluate_images, spread_subset
 from .images import save_grid, save_rows
 from .model import SelfVAE, build_model, count_parameters

@@ -110,7 +110,8 @@ def _read_with_pillow(path: str, max_pixels: int) -> np.ndarray:
     """uint8 ``(H, W, 1 or 3)``; raises ``UnidentifiedImageError`` when Pillow knows no such format."""
     try:
         # Pillow warns (or raises) about a huge header inside Image.open; make the warning an error
-        # so that it is reported like our own limit instead of printed.
+        # so that it is reported like our own limit instead of printed. (catch_warnings is process
+        # global: under threads the worst case is that this one filter outlives the call.)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
