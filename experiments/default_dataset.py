@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from selfvae.data import DEFAULT_SOURCES, default_dataset_info, load_dataset
+from selfvae.datasets import DEFAULT_SOURCES, default_dataset_info, load_dataset
 
 
 def grid(images: torch.Tensor, ncol: int = 16, pad: int = 2) -> np.ndarray:

@@ -19,7 +19,7 @@ import time
 import cv2
 import numpy as np
 
-from selfvae.data import load_dataset
+from selfvae.datasets import load_dataset
 
 
 def codec_bpd(images: np.ndarray, ext: str, params: list) -> float:

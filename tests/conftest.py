@@ -1,5 +1,7 @@
 """Shared fixtures: tiny datasets in the real on-disk formats, and tiny model settings."""
 import pickle
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -23,6 +25,16 @@ def write_cifar_batches(folder, per_batch=24, seed=0):
         with open(folder / f"data_batch_{b}", "wb") as f:
             pickle.dump(batch, f, protocol=2)
     return folder
+
+
+def png_claiming(path, width, height):
+    """A small PNG file whose header (IHDR, valid CRC) claims ``width x height`` 8-bit RGB pixels."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + b"\x00" * 3 * 16)  # one filtered row; far too little data
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
 
 
 @pytest.fixture(scope="session")

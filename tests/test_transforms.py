@@ -1,4 +1,4 @@
-"""Tests of the ``transforms`` package: specs, batching, OpenCV agreement, chains, errors, preview CLI.
+"""Tests of the ``transforms`` package: specs, batching, OpenCV agreement, chains, errors.
 
 Agreement with the OpenCV references (``Transform.reference``), measured on photographs
 by ``experiments/transform_agreement.py`` and checked here on photo crops:
@@ -14,9 +14,6 @@ max abs difference)`` and all set to ``(1.0, 0)``.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -26,9 +23,6 @@ from skimage import data
 
 from transforms import base
 from transforms import Chain, LevelSpec, Transform, TransformError, available, parse_chain, register, spec_of
-from transforms.preview import ImageError, read_image
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # chain -> (min fraction of exact pixels, max abs difference) against the OpenCV reference
 TOLERANCE = {
@@ -355,75 +349,3 @@ def test_tensor_not_matching_spec():
     t = parse_chain("blur").transforms[0]
     with pytest.raises(TransformError, match=r"expected \(B, 1, 8, 8\), got \(1, 3, 8, 8\)"):
         t(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), LevelSpec(1, 8, 8))
-
-
-# ----------------------------------------------------------------------------- preview
-
-def _run_preview(*args):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "transforms.preview", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_preview_cli_writes_levels_and_grid(tmp_path):
-    img = data.astronaut()[100:140, 200:248]  # RGB 40x48
-    src = tmp_path / "in.png"
-    cv2.imwrite(str(src), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    out = tmp_path / "out"
-    r = _run_preview(str(src), "--chain", "sketch,downscale:2,bits:3", "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    expected = {"level_0.png": (40, 48, 3), "level_1.png": (40, 48), "level_2.png": (20, 24),
-                "level_3.png": (10, 12), "level_4.png": (10, 12), "grid.png": (40, 5 * 48 + 4 * 4, 3)}
-    for name, shape in expected.items():
-        written = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
-        assert written is not None and written.shape == shape, name
-    level0 = cv2.cvtColor(cv2.imread(str(out / "level_0.png")), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(level0, img)
-    level4 = cv2.imread(str(out / "level_4.png"), cv2.IMREAD_UNCHANGED)
-    assert set(np.unique(level4)) <= {round(v * 255 / 7) for v in range(8)}  # 0..7 rescaled for display
-    assert "level 4 (bits:3): 1x10x12, 8 values" in r.stdout and "grid.png" in r.stdout
-
-
-def test_preview_cli_errors(tmp_path):
-    r = _run_preview(str(tmp_path / "missing.png"), "--chain", "downscale", "--out", str(tmp_path / "o"))
-    assert r.returncode == 2
-    assert "error: cannot read image" in r.stderr and "no such file" in r.stderr
-    assert "Traceback" not in r.stderr
-    src = tmp_path / "in.png"
-    cv2.imwrite(str(src), np.zeros((20, 20, 3), np.uint8))
-    r = _run_preview(str(src), "--chain", "nope", "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "unknown transform 'nope'" in r.stderr and "downscale" in r.stderr
-    assert "Traceback" not in r.stderr
-
-
-def test_preview_in_process_size_and_bad_chain(tmp_path, capsys):
-    from transforms.preview import main
-    src = tmp_path / "gray.png"
-    cv2.imwrite(str(src), data.camera()[:90, :120])  # 1-channel input stays 1 channel
-    assert main([str(src), "--chain", "downscale:2", "--out", str(tmp_path / "o"), "--size", "32"]) == 0
-    assert cv2.imread(str(tmp_path / "o" / "level_0.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
-    assert cv2.imread(str(tmp_path / "o" / "level_2.png"), cv2.IMREAD_UNCHANGED).shape == (8, 8)
-    assert cv2.imread(str(tmp_path / "o" / "grid.png"), cv2.IMREAD_UNCHANGED).shape == (32, 3 * 32 + 2 * 4)
-    assert main([str(src), "--chain", "downscale:3", "--out", str(tmp_path / "p"), "--size", "20"]) == 2
-    err = capsys.readouterr().err
-    assert "step 3 ('downscale')" in err and "cannot halve a 5x5" in err
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not an image")
-    assert main([str(bad), "--chain", "downscale", "--out", str(tmp_path / "q")]) == 2
-    assert "cannot read image" in capsys.readouterr().err
-
-
-def test_read_image_conversions(tmp_path):
-    rgb = data.astronaut()[:16, :16]
-    rgba = np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), np.full((16, 16), 7, np.uint8)])
-    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
-    assert np.array_equal(read_image(str(tmp_path / "rgba.png")), rgb.transpose(2, 0, 1))  # alpha dropped
-    g16 = (np.arange(256, dtype=np.uint16) * 257).reshape(16, 16)
-    cv2.imwrite(str(tmp_path / "g16.png"), g16)
-    img = read_image(str(tmp_path / "g16.png"))
-    assert img.dtype == np.uint8 and img.shape == (1, 16, 16)
-    assert np.array_equal(img[0], np.arange(256, dtype=np.uint8).reshape(16, 16))  # round(v / 257)
-    with pytest.raises(ImageError, match="no such file"):
-        read_image(str(tmp_path / "absent.jpg"))
-    with pytest.raises(ImageError, match="directory"):
-        read_image(str(tmp_path))

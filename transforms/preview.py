@@ -8,14 +8,16 @@ Writes ``DIR/level_0.png`` (the input, after ``--size``), ``DIR/level_1.png`` ..
 the input's size, nearest-neighbour upscaling, 4-pixel white gaps; 1-channel levels are
 shown as gray RGB when the input has 3 channels). Prints each file and level spec.
 
-Reading IMAGE (anything OpenCV decodes, e.g. PNG/JPEG, else Pillow):
+IMAGE is read by ``transforms.imageio.read_image(channels=None)`` (grayscale stays one
+channel, colour is RGB, alpha composited on white, 16 bits as ``v >> 8``; its docstring has
+every rule), and ``--size N`` centre-crops the largest square and resizes it to ``N x N``
+with ``transforms.imageio.center_crop_resize`` (Lanczos). ``--size`` is at most
+:data:`MAX_SIZE` (4096): a preview is for looking at, and a larger size would allocate
+gigabytes before anything is shown.
 
-* grayscale stays one channel; colour is converted to RGB;
-* an alpha channel is dropped (RGBA -> RGB, gray+alpha -> gray), not composited;
-* 16-bit images are converted to 8 bits as ``round(v / 257)`` (65535 -> 255);
-  other sample types (float, 32-bit) are rejected;
-* ``--size N`` centre-crops the largest square and resizes it to ``N x N``
-  (``INTER_AREA`` when shrinking, ``INTER_CUBIC`` when enlarging).
+The outputs never overwrite the input: when IMAGE is one of the files the preview would
+write (e.g. ``DIR/level_0.png``), it stops before writing anything. Files are written
+atomically (temporary file, then rename).
 
 Errors (missing or unreadable file, unknown transform, a chain the image cannot go
 through) print one ``error: ...`` line to stderr and exit with status 2.
@@ -32,121 +34,81 @@ import numpy as np
 import torch
 
 from . import LevelSpec, TransformError, parse_chain
+from .imageio import ImageReadError, center_crop_resize, read_image, write_png
 
 GAP = 4  # pixels between the levels in grid.png
+MAX_SIZE = 4096  # largest --size
 
 
-class ImageError(Exception):
-    """The image file cannot be read or converted."""
-
-
-def read_image(path: str) -> np.ndarray:
-    """Read an image file as uint8 ``(C, H, W)``, ``C`` = 3 (RGB) or 1 (gray). See the module docstring."""
-    if not os.path.exists(path):
-        raise ImageError(f"cannot read image '{path}': no such file")
-    if os.path.isdir(path):
-        raise ImageError(f"cannot read image '{path}': it is a directory")
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    from_pil = False
-    if img is None:
-        try:
-            from PIL import Image
-            with Image.open(path) as pil:
-                pil = pil if pil.mode in ("L", "RGB", "RGBA", "LA", "I;16") else pil.convert("RGB")
-                img = np.array(pil)
-                from_pil = True
-        except Exception as e:  # any decoder failure is an unreadable file
-            raise ImageError(f"cannot read image '{path}': not an image format OpenCV or Pillow can decode "
-                             f"({type(e).__name__})") from None
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ImageError(f"cannot read image '{path}': unsupported sample type {img.dtype} "
-                         f"(8-bit and 16-bit images are supported)")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
-        raise ImageError(f"cannot read image '{path}': unsupported shape {img.shape}")
-    if img.shape[2] == 2:                       # gray + alpha: drop alpha
-        img = img[:, :, :1]
-    elif img.shape[2] >= 3:                     # colour (+ alpha): drop alpha, to RGB
-        img = img[:, :, :3] if from_pil else cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(img.transpose(2, 0, 1))
-
-
-def center_crop_resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop the largest square of a ``(C, H, W)`` uint8 image and resize it to ``(C, size, size)``."""
-    _, h, w = img.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = np.ascontiguousarray(img[:, top:top + side, left:left + side].transpose(1, 2, 0))
-    interp = cv2.INTER_AREA if size < side else cv2.INTER_CUBIC
-    out = cv2.resize(crop, (size, size), interpolation=interp)
-    return (out[:, :, None] if out.ndim == 2 else out).transpose(2, 0, 1).copy()
+class PreviewError(ValueError):
+    """The preview cannot be made as asked (size out of range, output would overwrite the input)."""
 
 
 def to_display(level: np.ndarray, num_values: int) -> np.ndarray:
-    """``(C, H, W)`` values ``0..n-1`` -> ``(H, W, C)`` uint8 ``0..255`` (``round(v * 255 / (n-1))``)."""
+    """``(C, H, W)`` values ``0..n-1`` -> ``(C, H, W)`` uint8 ``0..255`` (``round(v * 255 / (n-1))``)."""
     v = level.astype(np.int64)
     if num_values != 256:
         v = (v * 255 + (num_values - 1) // 2) // (num_values - 1)
-    return np.ascontiguousarray(v.astype(np.uint8).transpose(1, 2, 0))
+    return v.astype(np.uint8)
 
 
 def make_grid(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
-    """Display images ``(h, w, c)`` upscaled (nearest) to ``height x width``, side by side with white gaps."""
-    channels = max(im.shape[2] for im in images)
+    """``(C, h, w)`` display images upscaled (nearest) to ``height x width``, side by side with white gaps.
+
+    Returns uint8 ``(C, height, total width)``; C is the largest channel count (gray tiles repeated).
+    """
+    channels = max(im.shape[0] for im in images)
     tiles = []
     for im in images:
-        tile = cv2.resize(im, (width, height), interpolation=cv2.INTER_NEAREST)
-        tile = tile[:, :, None] if tile.ndim == 2 else tile
-        if tile.shape[2] != channels:
-            tile = np.repeat(tile, channels, axis=2)
-        tiles.append(tile)
-    gap = np.full((height, GAP, channels), 255, np.uint8)
+        tile = cv2.resize(np.ascontiguousarray(im.transpose(1, 2, 0)), (width, height),
+                          interpolation=cv2.INTER_NEAREST)
+        tile = (tile[:, :, None] if tile.ndim == 2 else tile).transpose(2, 0, 1)
+        tiles.append(np.repeat(tile, channels // tile.shape[0], axis=0))
+    gap = np.full((channels, height, GAP), 255, np.uint8)
     parts: List[np.ndarray] = []
     for i, tile in enumerate(tiles):
         parts.extend([gap, tile] if i else [tile])
-    return np.concatenate(parts, axis=1)
-
-
-def write_png(path: str, image: np.ndarray) -> None:
-    """Write an ``(H, W, 1 or 3)`` RGB/gray uint8 image as PNG."""
-    bgr = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(path, bgr):
-        raise ImageError(f"cannot write '{path}'")
+    return np.concatenate(parts, axis=2)
 
 
 def describe(spec: LevelSpec) -> str:
     return f"{spec.channels}x{spec.height}x{spec.width}, {spec.num_values} values"
 
 
+def check_outputs(image_path: str, written: Sequence[str]) -> None:
+    """Raise :class:`PreviewError` if any file in ``written`` is the input file itself."""
+    for path in written:
+        if os.path.exists(path) and os.path.samefile(path, image_path):
+            raise PreviewError(f"'{image_path}' is the input and would be overwritten by the preview's "
+                               f"{os.path.basename(path)}; choose another --out")
+
+
 def preview(image_path: str, chain_text: str, out_dir: str, size: Optional[int] = None) -> List[str]:
-    """Run the preview; returns the paths written. Raises ImageError or TransformError."""
+    """Run the preview; returns the paths written. Raises PreviewError, ImageReadError or TransformError."""
+    if size is not None and not 1 <= size <= MAX_SIZE:
+        raise PreviewError(f"--size must be between 1 and {MAX_SIZE}, got {size}")
     chain = parse_chain(chain_text)
-    x = read_image(image_path)
+    x = read_image(image_path, channels=None)
     if size is not None:
         x = center_crop_resize(x, size)
     spec0 = LevelSpec(*x.shape, 256)
     specs = chain.specs(spec0)
+    paths = [os.path.join(out_dir, f"level_{k}.png") for k in range(len(specs) + 1)]
+    grid_path = os.path.join(out_dir, "grid.png")
+    check_outputs(image_path, paths + [grid_path])
     with torch.no_grad():
         levels = [y[0].numpy() for y in chain(torch.from_numpy(x)[None])]
     os.makedirs(out_dir, exist_ok=True)
-    displays, written = [], []
-    for k, (level, spec) in enumerate(zip([x] + levels, [spec0] + specs)):
+    displays = []
+    for k, (level, spec, path) in enumerate(zip([x] + levels, [spec0] + specs, paths)):
         display = to_display(level, spec.num_values)
-        path = os.path.join(out_dir, f"level_{k}.png")
         write_png(path, display)
         name = "input" if k == 0 else str(chain.transforms[k - 1])
         print(f"level {k} ({name}): {describe(spec)} -> {path}")
         displays.append(display)
-        written.append(path)
-    grid = make_grid(displays, spec0.height, spec0.width)
-    path = os.path.join(out_dir, "grid.png")
-    write_png(path, grid)
-    print(f"grid: {len(displays)} levels at {spec0.height}x{spec0.width} -> {path}")
-    written.append(path)
-    return written
+    write_png(grid_path, make_grid(displays, spec0.height, spec0.width))
+    print(f"grid: {len(displays)} levels at {spec0.height}x{spec0.width} -> {grid_path}")
+    return paths + [grid_path]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -156,13 +118,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--chain", required=True, help="chain of transforms, e.g. 'downscale:2' or 'sketch,bits:3'")
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
     parser.add_argument("--size", type=int, default=None,
-                        help="centre-crop the largest square and resize it to SIZE x SIZE first")
+                        help=f"centre-crop the largest square and resize it to SIZE x SIZE first (at most {MAX_SIZE})")
     args = parser.parse_args(argv)
-    if args.size is not None and args.size < 1:
-        parser.error(f"--size must be a positive integer, got {args.size}")
     try:
         preview(args.image, args.chain, args.out, args.size)
-    except (ImageError, TransformError, OSError) as e:
+    except (PreviewError, ImageReadError, TransformError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,11 +1,11 @@
-"""Tests of selfvae.data: CIFAR pickles, image folders, the built-in default dataset, augmentation.
+"""Tests of selfvae.datasets: CIFAR pickles, image folders, the built-in default dataset, the splits.
 
 All inputs are small files made here in the real formats; nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import pickle
 
@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from selfvae import data
-from selfvae.data import DataError, augment, load_dataset
+from selfvae import datasets
+from selfvae.datasets import DataError, Splits, image_folder, load_dataset, load_splits, photo_patches, split_changes
+from selfvae.datasets.splits import hash_assign, permutation_test_split
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +56,27 @@ def make_cifar(folder, per_batch=PER_BATCH, seed=0):
     return np.concatenate(all_data), np.asarray(all_labels)
 
 
-def both_splits(name, **kw):
-    return load_dataset(name, "train", **kw), load_dataset(name, "test", **kw)
+def all_splits(name, **kw):
+    s = load_splits(name, **kw)
+    return s.train, s.validation, s.test
+
+
+def by_name(*parts):
+    """{file name: (3, S, S) uint8 numpy} over the given splits of a folder dataset."""
+    return {os.path.basename(p): x.numpy() for ds in parts for p, x in zip(ds.paths, ds.images)}
+
+
+def spy(monkeypatch, module, name):
+    """Count the calls of ``module.name`` (e.g. the builder behind a cache)."""
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
 
 
 def save_png(path, arr, mode=None):
@@ -70,29 +90,50 @@ def save_png(path, arr, mode=None):
 
 
 def test_dataset_names_and_unknown_name():
-    assert data.dataset_names() == ["default", "cifar10", "imagenette", "celeba", "folder"]
+    assert datasets.DATASETS == ("default", "cifar10", "imagenette", "celeba", "folder")
     with pytest.raises(DataError) as e:
         load_dataset("mnist", "train")
-    for n in data.dataset_names():
+    for n in datasets.DATASETS:
         assert n in str(e.value)
 
 
-def test_bad_split_and_fraction():
+def test_bad_split_and_fractions():
     with pytest.raises(DataError, match="split"):
         load_dataset("default", "val")
-    with pytest.raises(DataError, match="test_fraction"):
-        load_dataset("default", "train", test_fraction=1.5)
+    for bad in (1.5, 1.0, -0.1, "0.1", True):
+        with pytest.raises(DataError, match="test_fraction"):
+            load_splits("default", test_fraction=bad)
+    for bad in (0.0, 1.0, 2, -0.5, None):
+        with pytest.raises(DataError, match="validation_fraction"):
+            load_dataset("default", "train", validation_fraction=bad)
 
 
-def test_split_indices():
-    tr = data.split_indices(100, "train", seed=3)
-    te = data.split_indices(100, "test", seed=3)
+def test_permutation_test_split():
+    tr, te = permutation_test_split(100, 3, 0.15)
     assert len(te) == 15 and len(tr) == 85
     assert set(tr).isdisjoint(te) and sorted(set(tr) | set(te)) == list(range(100))
-    assert np.array_equal(te, data.split_indices(100, "test", seed=3))
-    assert not np.array_equal(te, data.split_indices(100, "test", seed=4))
-    assert list(data.split_indices(1, "train")) == [0] and len(data.split_indices(1, "test")) == 0
-    assert len(data.split_indices(3, "test")) == 1  # at least one test image
+    assert np.array_equal(te, permutation_test_split(100, 3, 0.15)[1])
+    assert not np.array_equal(te, permutation_test_split(100, 4, 0.15)[1])
+    tr1, te1 = permutation_test_split(1, 0, 0.15)
+    assert list(tr1) == [0] and len(te1) == 0
+    assert len(permutation_test_split(3, 0, 0.15)[1]) == 1  # at least one test image
+
+
+def test_hash_assign_depends_on_each_item_only():
+    names = [f"class_{i % 7}/img_{i:05d}.jpg" for i in range(3000)]
+    full = dict(zip(names, hash_assign(names, 0, 0.15, 0.05)))
+    counts = {s: list(full.values()).count(s) for s in ("train", "validation", "test")}
+    assert abs(counts["test"] / 3000 - 0.15) < 0.03  # binomial: sd 0.0065
+    assert abs(counts["validation"] / (3000 - counts["test"]) - 0.05) < 0.02
+    part = names[::3] + [f"new_{i}.png" for i in range(50)]
+    for name, split in zip(part, hash_assign(part, 0, 0.15, 0.05)):
+        assert name.startswith("new_") or split == full[name]
+    other_seed = hash_assign(names, 1, 0.15, 0.05)
+    assert other_seed != list(full.values())
+    # tiny collections still get a non-empty test and validation split
+    tiny = hash_assign(["a.png", "b.png", "c.png"], 0, 0.15, 0.05)
+    assert sorted(tiny) == ["test", "train", "validation"]
+    assert hash_assign(["a.png"], 0, 0.15, 0.05) in (["train"], ["test"])
 
 
 # --------------------------------------------------------------------------- #
@@ -103,15 +144,15 @@ def test_split_indices():
 def test_cifar_roundtrip_split_and_determinism(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
     raw, labels = make_cifar(root)
-    tr, te = both_splits("cifar10", root=str(root), seed=0)
+    tr, va, te = all_splits("cifar10", root=str(root), seed=0)
     n = 5 * PER_BATCH
-    assert tr.images.dtype == torch.uint8 and tr.images.shape == (85, 3, 32, 32)
-    assert te.images.shape == (15, 3, 32, 32)
-    assert tr.name == "cifar10" and tr.split == "train" and te.split == "test"
-    itr, ite = tr.indices.numpy(), te.indices.numpy()
-    assert set(itr).isdisjoint(ite) and sorted(np.concatenate([itr, ite])) == list(range(n))
+    assert tr.images.dtype == torch.uint8 and tr.images.shape == (81, 3, 32, 32)
+    assert va.images.shape == (4, 3, 32, 32) and te.images.shape == (15, 3, 32, 32)  # 4 = round(0.05 * 85)
+    assert tr.name == "cifar10" and (tr.split, va.split, te.split) == ("train", "validation", "test")
+    itr, iva, ite = tr.indices.numpy(), va.indices.numpy(), te.indices.numpy()
+    assert sorted(np.concatenate([itr, iva, ite])) == list(range(n))  # disjoint, and together everything
     # exact round trip: pixel (c, r, col) of image g is data[g, c*1024 + r*32 + col]
-    for ds in (tr, te):
+    for ds in (tr, va, te):
         for j, g in enumerate(ds.indices.tolist()):
             assert np.array_equal(ds.images[j].numpy().reshape(-1), raw[g])
             assert ds.labels[j].item() == labels[g]
@@ -143,8 +184,7 @@ def test_cifar_known_pixel(tmp_path):
     with open(root / "data_batch_3", "wb") as f:
         pickle.dump(batch, f, protocol=2)
     g = 2 * 4 + 2
-    tr, te = both_splits("cifar10", root=str(root))
-    ds = tr if g in tr.indices.tolist() else te
+    ds = next(d for d in all_splits("cifar10", root=str(root)) if g in d.indices.tolist())
     x = ds[ds.indices.tolist().index(g)]
     assert torch.equal(x, torch.from_numpy(img))
     assert x[1, 20, 3].item() == 20 and x[2, 20, 3].item() == 3 and x[0, 0, 31].item() == 11
@@ -208,15 +248,6 @@ def _pattern(h=8, w=8, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
-def _by_path(tr, te):
-    """{relative file name: (3, S, S) uint8 numpy} over both splits."""
-    out = {}
-    for ds in (tr, te):
-        for p, x in zip(ds.paths, ds.images):
-            out[os.path.basename(p)] = x.numpy()
-    return out
-
-
 def test_folder_conversions(tmp_path):
     root = tmp_path / "imgs"
     rgb = _pattern(seed=1)
@@ -246,11 +277,12 @@ def test_folder_conversions(tmp_path):
     (root / "notes.txt").write_text("not an image")
     save_png(root / ".hidden.png", rgb)
 
-    tr, te = both_splits("folder", root=str(root), image_size=8)
-    assert len(tr) + len(te) == 10 and len(te) == 2
+    tr, va, te = all_splits("folder", root=str(root), image_size=8)
+    assert len(tr) + len(va) + len(te) == 10 and len(te) >= 1 and len(va) >= 1
     assert tr.images.dtype == torch.uint8 and tr.images.shape[1:] == (3, 8, 8)
     assert tr.name == "folder8"
-    got = _by_path(tr, te)
+    got = by_name(tr, va, te)
+    assert len(got) == 10
     assert ".hidden.png" not in got and "notes.txt" not in got
     chw = lambda a: a.transpose(2, 0, 1)  # noqa: E731
     assert np.array_equal(got["a_rgb.png"], chw(rgb))
@@ -270,7 +302,10 @@ def test_folder_conversions(tmp_path):
     assert np.array_equal(got["j_lossless.webp"], chw(rgb))
     assert np.abs(got["i_photo.JPG"].astype(int) - chw(smooth).astype(int)).mean() < 6
     # paths are sorted by relative path; indices follow that order
-    assert [os.path.basename(p) for p in sorted(tr.paths + te.paths)] == sorted(got)
+    # within a split the images follow the sorted relative paths
+    for ds in (tr, va, te):
+        rel = [os.path.relpath(p, root) for p in ds.paths]
+        assert rel == sorted(rel) and ds.indices.tolist() == sorted(ds.indices.tolist())
 
 
 def test_folder_center_crop_and_resize(tmp_path):
@@ -282,13 +317,12 @@ def test_folder_center_crop_and_resize(tmp_path):
     tall = np.full((40, 20, 3), 50, np.uint8)
     tall[10:30] = 200
     save_png(root / "tall.png", tall)
-    ds = load_dataset("folder", "train", image_size=8, root=str(root), test_fraction=0.0)
-    got = {os.path.basename(p): x.numpy() for p, x in zip(ds.paths, ds.images)}
+    got = by_name(*all_splits("folder", image_size=8, root=str(root), test_fraction=0.0))
     assert np.array_equal(got["wide.png"], img[:, 2:10].transpose(2, 0, 1))
     # tall: the centre square (rows 10..29) is uniform 200; nothing outside it leaks in
     assert (got["tall.png"] == 200).all()
-    big = load_dataset("folder", "train", image_size=32, root=str(root), test_fraction=0.0)
-    assert big.images.shape == (2, 3, 32, 32)
+    big = by_name(*all_splits("folder", image_size=32, root=str(root), test_fraction=0.0))
+    assert {k: v.shape for k, v in big.items()} == {"wide.png": (3, 32, 32), "tall.png": (3, 32, 32)}
 
 
 def test_celeba_crop(tmp_path):
@@ -301,13 +335,13 @@ def test_celeba_crop(tmp_path):
     flat = img.copy()
     flat[40:188, 15:163] = (200, 10, 90)
     save_png(root / "000002.png", flat)
-    ds = load_dataset("celeba", "train", image_size=148, root=str(root), test_fraction=0.0)
-    assert ds.name == "celeba148"
-    assert np.array_equal(ds.images[0].numpy(), crop.transpose(2, 0, 1))
-    small = load_dataset("celeba", "train", root=str(root), test_fraction=0.0)
-    assert small.images.shape == (2, 3, 64, 64)  # default size 64
+    splits = load_splits("celeba", image_size=148, root=str(root), test_fraction=0.0)
+    assert splits.train.name == "celeba148"
+    assert np.array_equal(by_name(splits.train, splits.validation)["000001.png"], crop.transpose(2, 0, 1))
+    small = by_name(*all_splits("celeba", root=str(root), test_fraction=0.0))
+    assert small["000001.png"].shape == (3, 64, 64)  # default size 64
     # none of the green border leaks in
-    assert torch.equal(small.images[1], torch.tensor([200, 10, 90], dtype=torch.uint8)[:, None, None].expand(3, 64, 64))
+    assert (small["000002.png"] == np.array([200, 10, 90], np.uint8)[:, None, None]).all()
     # an image too small for the crop is an error naming the file
     save_png(root / "000003.png", np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(DataError, match="000003.png.*too small"):
@@ -319,9 +353,9 @@ def test_imagenette_uses_train_subfolder(tmp_path):
     for i in range(4):
         save_png(root / "train" / "n01440764" / f"t{i}.png", _pattern(20, 30, seed=i))
     save_png(root / "val" / "n01440764" / "v0.png", _pattern(20, 30, seed=9))
-    tr, te = both_splits("imagenette", root=str(root))
-    assert len(tr) + len(te) == 4 and tr.images.shape[1:] == (3, 64, 64) and tr.name == "imagenette64"
-    assert all("/train/" in p.replace(os.sep, "/") for p in tr.paths + te.paths)
+    tr, va, te = all_splits("imagenette", root=str(root))
+    assert len(tr) + len(va) + len(te) == 4 and tr.images.shape[1:] == (3, 64, 64) and tr.name == "imagenette64"
+    assert all("/train/" in p.replace(os.sep, "/") for p in tr.paths + va.paths + te.paths)
 
 
 def test_folder_errors(tmp_path):
@@ -350,48 +384,47 @@ def test_folder_errors(tmp_path):
     assert len(ds) == 1 and ds.paths[0].endswith("good.png")
 
 
-def test_folder_cache_reuse_and_invalidation(tmp_path, _cache):
+def test_folder_cache_reuse_and_invalidation(tmp_path, _cache, monkeypatch):
     root = tmp_path / "f"
     for i in range(3):
         save_png(root / f"{i}.png", _pattern(seed=i))
-    before = data.BUILD_COUNTS["folder"]
-    a = load_dataset("folder", "train", image_size=8, root=str(root), test_fraction=0.0)
-    assert data.BUILD_COUNTS["folder"] == before + 1
+    builds = spy(monkeypatch, image_folder, "decode_folder")
+    a = by_name(*all_splits("folder", image_size=8, root=str(root), test_fraction=0.0))
+    assert len(builds) == 1
     files = list(_cache.glob("folder8-*.npz"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
-    b = load_dataset("folder", "test", image_size=8, root=str(root), seed=5)
-    c = load_dataset("folder", "train", image_size=8, root=str(root), seed=5)
-    assert data.BUILD_COUNTS["folder"] == before + 1  # served from the cache
+    b = all_splits("folder", image_size=8, root=str(root), seed=5)
+    assert len(builds) == 1  # served from the cache, whatever the split
     assert files[0].stat().st_mtime_ns == mtime
-    assert len(b) + len(c) == 3
+    assert sum(len(ds) for ds in b) == 3
     assert not list(_cache.glob(".tmp-*"))  # no temp file left behind
     # a new file invalidates the cache
     save_png(root / "3.png", _pattern(seed=3))
-    d = load_dataset("folder", "train", image_size=8, root=str(root), test_fraction=0.0)
-    assert len(d) == 4 and data.BUILD_COUNTS["folder"] == before + 2
+    d = by_name(*all_splits("folder", image_size=8, root=str(root), test_fraction=0.0))
+    assert len(d) == 4 and len(builds) == 2
     # changed content (and mtime) of an existing file invalidates it too
     new = _pattern(seed=42)
     save_png(root / "0.png", new)
     st = os.stat(root / "0.png")
     os.utime(root / "0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    e = load_dataset("folder", "train", image_size=8, root=str(root), test_fraction=0.0)
-    assert np.array_equal(e.images[0].numpy(), new.transpose(2, 0, 1))
-    assert not np.array_equal(a.images[0].numpy(), e.images[0].numpy())
+    e = by_name(*all_splits("folder", image_size=8, root=str(root), test_fraction=0.0))
+    assert np.array_equal(e["0.png"], new.transpose(2, 0, 1)) and not np.array_equal(a["0.png"], e["0.png"])
     assert len(list(_cache.glob("folder8-*.npz"))) == 1  # stale cache files are removed
     # a corrupt cache file is ignored and rebuilt
     cache_file = next(_cache.glob("folder8-*.npz"))
     cache_file.write_bytes(b"garbage")
     with pytest.warns(RuntimeWarning, match="unreadable dataset cache"):
-        f = load_dataset("folder", "train", image_size=8, root=str(root), test_fraction=0.0)
-    assert torch.equal(f.images, e.images)
+        f = by_name(*all_splits("folder", image_size=8, root=str(root), test_fraction=0.0))
+    assert all(np.array_equal(f[k], e[k]) for k in e) and len(builds) == 4
 
 
 def test_dataset_with_dataloader(tmp_path):
     root = tmp_path / "f"
-    for i in range(5):
+    for i in range(8):
         save_png(root / f"{i}.png", _pattern(seed=i))
     ds = load_dataset("folder", "train", image_size=8, root=str(root), test_fraction=0.0)
+    assert len(ds) >= 4
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert batch.shape == (4, 3, 8, 8) and batch.dtype == torch.uint8
 
@@ -408,7 +441,7 @@ def default_cache(tmp_path_factory):
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_default_dataset(size, default_cache):
-    tr, te = both_splits("default", image_size=size, cache_dir=default_cache)
+    tr, va, te = all_splits("default", image_size=size, cache_dir=default_cache)
     assert tr.name == f"default{size}"
     assert tr.images.dtype == torch.uint8 and tr.images.shape[1:] == (3, size, size)
     assert te.images.shape[1:] == (3, size, size)
@@ -416,11 +449,11 @@ def test_default_dataset(size, default_cache):
     assert tr.coords.dtype == torch.int64 and tr.coords.shape == (len(tr), 3)
     assert te.coords.shape == (len(te), 3)
     # every photo contributes to both splits
-    n_photos = len(data.DEFAULT_SOURCES)
+    n_photos = len(datasets.DEFAULT_SOURCES)
     assert set(tr.coords[:, 0].tolist()) == set(range(n_photos)) == set(te.coords[:, 0].tolist())
     # images are the patches their coordinates name
-    photos = data.load_default_photos()
-    for ds in (tr, te):
+    photos = datasets.load_default_photos()
+    for ds in (tr, va, te):
         for j in np.linspace(0, len(ds) - 1, 25).astype(int):
             k, r, c = ds.coords[j].tolist()
             assert np.array_equal(ds.images[j].numpy(), photos[k][r : r + size, c : c + size].transpose(2, 0, 1))
@@ -431,29 +464,30 @@ def test_default_dataset(size, default_cache):
         for _, r, c in te.coords[te.coords[:, 0] == k].tolist():
             covered[r : r + size, c : c + size] = True
         s = np.pad(covered.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-        trk = tr.coords[tr.coords[:, 0] == k].numpy()
+        seen = torch.cat([tr.coords, va.coords])  # validation patches are training-side patches
+        trk = seen[seen[:, 0] == k].numpy()
         r, c = trk[:, 1], trk[:, 2]
         overlap = s[r + size, c + size] - s[r, c + size] - s[r + size, c] + s[r, c]
         assert (overlap == 0).all(), f"photo {k}: a training patch overlaps a test patch"
     # no duplicate patches within a split
-    assert len({tuple(x) for x in tr.coords.tolist()}) == len(tr)
-    info = data.default_dataset_info(size, cache_dir=default_cache)
-    assert info["n_train"] == len(tr) and info["n_test"] == len(te)
-    assert sum(p["n_train"] for p in info["photos"]) == len(tr)
+    assert len({tuple(x) for x in seen.tolist()}) == len(tr) + len(va)
+    info = datasets.default_dataset_info(size, cache_dir=default_cache)
+    assert info["n_train"] == len(tr) + len(va) and info["n_test"] == len(te)
+    assert sum(p["n_train"] for p in info["photos"]) == info["n_train"]
     assert all(p["licence"] for p in info["photos"])
 
 
-def test_default_cache_reuse_and_seed(default_cache, tmp_path):
+def test_default_cache_reuse_and_seed(default_cache, tmp_path, monkeypatch):
     load_dataset("default", "train", image_size=32, cache_dir=default_cache)
-    before = data.BUILD_COUNTS["default"]
+    builds = spy(monkeypatch, photo_patches, "build_patches")
     files = sorted(f for f in os.listdir(default_cache) if f.startswith("default32-"))
     mtimes = [os.stat(os.path.join(default_cache, f)).st_mtime_ns for f in files]
     a = load_dataset("default", "test", image_size=32, cache_dir=default_cache)
-    assert data.BUILD_COUNTS["default"] == before
+    assert builds == []
     assert [os.stat(os.path.join(default_cache, f)).st_mtime_ns for f in files] == mtimes
     # another seed draws other test tiles (a new cache entry)
     b = load_dataset("default", "test", image_size=32, cache_dir=str(tmp_path), seed=1)
-    assert data.BUILD_COUNTS["default"] == before + 1
+    assert len(builds) == 1
     assert a.coords.shape != b.coords.shape or not torch.equal(a.coords, b.coords)
     # the default size is 32, root is ignored
     c = load_dataset("default", "test", root="/does/not/matter", cache_dir=default_cache)
@@ -466,7 +500,7 @@ def test_default_bad_size():
 
 
 def test_default_sources_documented():
-    for s in data.DEFAULT_SOURCES:
+    for s in datasets.DEFAULT_SOURCES:
         assert {"name", "file", "licence", "source", "scale"} <= set(s)
         assert any(w in s["licence"] for w in ("Public domain", "CC0", "No known copyright"))
 
@@ -476,104 +510,112 @@ def test_default_sources_documented():
 # --------------------------------------------------------------------------- #
 
 
-def _smooth_batch(b=64, size=32, seed=0, width=None):
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(b, 3, 3, 3, generator=g) * 255
-    x = torch.nn.functional.interpolate(low, size=(size, width or size), mode="bilinear", align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
+# --------------------------------------------------------------------------- #
+# splits: validation, stability, records
+# --------------------------------------------------------------------------- #
 
 
-def test_augment_shape_dtype_determinism():
-    x = _smooth_batch()
-    y1 = augment(x, torch.Generator().manual_seed(7))
-    y2 = augment(x, torch.Generator().manual_seed(7))
-    y3 = augment(x, torch.Generator().manual_seed(8))
-    assert y1.shape == x.shape and y1.dtype == torch.uint8 and y1.device == x.device
-    assert torch.equal(y1, y2) and not torch.equal(y1, y3)
-    # the generator state advances: two calls in a row differ
-    g = torch.Generator().manual_seed(7)
-    assert not torch.equal(augment(x, g), augment(x, g))
-    # content is preserved: small mean difference (after undoing the flip when it helps)
-    diff = torch.minimum(
-        (y1.float() - x.float()).abs().mean(dim=(1, 2, 3)), (y1.float() - x.flip(-1).float()).abs().mean(dim=(1, 2, 3))
-    )
-    other = (x.float() - x.roll(1, 0).float()).abs().mean(dim=(1, 2, 3))
-    assert diff.mean() < 0.25 * other.mean() and diff.max() < 20
+def _trainer_draw(images, seed, validation_fraction=0.05):
+    """What train.py did before load_splits existed: validation = perm[:n_val] of the train split."""
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed + 1))
+    n_val = max(1, int(round(validation_fraction * len(perm))))
+    return images[perm[n_val:]], images[perm[:n_val]]
 
 
-def test_augment_matches_opencv_reference():
-    """The batched warp equals cv2.warpAffine with the documented map (also for non-square images)."""
-    h, w = 32, 40
-    x = _smooth_batch(b=12, size=h, width=w, seed=3)
-    y = augment(x, torch.Generator().manual_seed(5))
-    prm = data.random_affine_params(12, torch.Generator().manual_seed(5), "cpu")
-    assert 0 < int(prm["flip"].sum()) < 12
-    for i in range(12):
-        img = x[i].permute(1, 2, 0).numpy()
-        if prm["flip"][i]:
-            img = img[:, ::-1]
-        s = float(prm["scale"][i])
-        c, sn = math.cos(float(prm["angle"][i])) / s, math.sin(float(prm["angle"][i])) / s
-        tx, ty = float(prm["tx"][i]) * w, float(prm["ty"][i]) * h
-        # destination pixel (col, row) -> source pixel, centres at integers
-        m = np.array(
-            [
-                [c, -sn, c * (0.5 - w / 2) - sn * (0.5 - h / 2) + tx + w / 2 - 0.5],
-                [sn, c, sn * (0.5 - w / 2) + c * (0.5 - h / 2) + ty + h / 2 - 0.5],
-            ]
-        )
-        ref = cv2.warpAffine(
-            np.ascontiguousarray(img).astype(np.float32), m, (w, h),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT,
-        )
-        d = np.abs(ref.round() - y[i].permute(1, 2, 0).numpy().astype(np.float32))
-        assert d.max() <= 1 and d.mean() < 0.05
+def test_validation_is_the_trainers_draw_for_fixed_datasets(tmp_path, default_cache):
+    root = tmp_path / "c"
+    make_cifar(root)
+    for seed in (0, 3):
+        s = load_splits("cifar10", root=str(root), seed=seed)
+        tr_idx, _ = permutation_test_split(5 * PER_BATCH, seed, 0.15)
+        full, _ = datasets.load_cifar10_images(str(root))[:2]
+        train, validation = _trainer_draw(torch.from_numpy(full[tr_idx]), seed)
+        assert torch.equal(s.train.images, train) and torch.equal(s.validation.images, validation)
+    s = load_splits("default", cache_dir=default_cache)
+    full = torch.from_numpy(photo_patches._default_arrays(32, 0, 0.15, default_cache)["train_images"])
+    train, validation = _trainer_draw(full, 0)
+    assert torch.equal(s.train.images, train) and torch.equal(s.validation.images, validation)
 
 
-def test_augment_flip_only():
-    x = _smooth_batch(b=64)
-    y = augment(x, torch.Generator().manual_seed(0), max_translate=0.0, max_rotate_deg=0.0, scale_range=(1.0, 1.0))
-    same = (y == x).flatten(1).all(1)
-    flipped = (y == x.flip(-1)).flatten(1).all(1)
-    assert (same | flipped).all()
-    assert 10 < int(flipped.sum()) < 54 and 10 < int(same.sum())
-    assert torch.equal(augment(x, torch.Generator(), p_flip=0.0, max_translate=0.0, max_rotate_deg=0.0,
-                               scale_range=(1.0, 1.0)), x)
+def _folder_of(root, n, start=0):
+    for i in range(start, start + n):
+        save_png(root / f"cls{i % 3}" / f"img{i:03d}.png", _pattern(seed=i))
 
 
-def test_augment_identity_warp_is_exact_and_borders_not_black():
-    x = _smooth_batch(b=8)
-    # a (practically) identity warp through the bilinear path returns the input exactly
-    y = augment(
-        x, torch.Generator().manual_seed(1), p_flip=0.0, max_translate=1e-7, max_rotate_deg=1e-7, scale_range=(1.0, 1.0)
-    )
-    assert torch.equal(y, x)
-    # constant images stay constant: reflection padding, no black borders
-    c = torch.full((16, 3, 32, 32), 200, dtype=torch.uint8)
-    yc = augment(c, torch.Generator().manual_seed(2), max_translate=0.125, max_rotate_deg=10)
-    assert torch.equal(yc, c)
-    # nearest resampling only produces values present in the input image
-    r = torch.randint(0, 256, (4, 3, 16, 16), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
-    yn = augment(r, torch.Generator().manual_seed(4), mode="nearest")
-    for i in range(4):
-        assert set(yn[i].unique().tolist()) <= set(r[i].unique().tolist())
+def test_adding_a_file_moves_no_training_image_into_test(tmp_path):
+    """The bug this guards against: the test split was redrawn from the image count, so one new file
+    after training put training images into 'test'."""
+    root = tmp_path / "f"
+    _folder_of(root, 40)
+    train_before = set(load_dataset("folder", "train", image_size=8, root=str(root)).paths)
+    test_before = set(load_dataset("folder", "test", image_size=8, root=str(root)).paths)
+    assert train_before and test_before
+    for extra in range(40, 43):  # add files one at a time
+        _folder_of(root, 1, start=extra)
+        test_now = set(load_dataset("folder", "test", image_size=8, root=str(root)).paths)
+        assert not train_before & test_now, "training images moved into the test split"
+        assert test_before <= test_now
+    os.remove(root / "cls1" / "img001.png")  # removing a file moves nothing either
+    assert set(load_dataset("folder", "test", image_size=8, root=str(root)).paths) <= test_now
 
 
-def test_augment_non_square_and_bad_input():
-    x = torch.randint(0, 256, (3, 1, 16, 24), dtype=torch.uint8)
-    assert augment(x, torch.Generator().manual_seed(0)).shape == (3, 1, 16, 24)
-    assert augment(x[:0], torch.Generator()).shape == (0, 1, 16, 24)
-    with pytest.raises(ValueError):
-        augment(x.float(), torch.Generator())
-    with pytest.raises(ValueError):
-        augment(x[0], torch.Generator())
+def test_folder_splits_stable_with_validation(tmp_path):
+    root = tmp_path / "f"
+    _folder_of(root, 60)
+    before = load_splits("folder", image_size=8, root=str(root), seed=2)
+    _folder_of(root, 5, start=60)
+    after = load_splits("folder", image_size=8, root=str(root), seed=2)
+    for split in ("train", "validation", "test"):
+        old, new = set(getattr(before, split).paths), set(getattr(after, split).paths)
+        assert old <= new and all("img06" in os.path.basename(p) for p in new - old)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_augment_cuda():
-    x = _smooth_batch().cuda()
-    y1 = augment(x, torch.Generator(device="cuda").manual_seed(3))
-    y2 = augment(x, torch.Generator(device="cuda").manual_seed(3))
-    assert y1.is_cuda and torch.equal(y1, y2)
-    with pytest.raises(ValueError):
-        augment(x, torch.Generator())
+def test_split_record_and_changes(tmp_path):
+    root = tmp_path / "f"
+    _folder_of(root, 40)
+    s = load_splits("folder", image_size=8, root=str(root))
+    assert isinstance(s, Splits)
+    record = s.record
+    assert json.loads(json.dumps(record)) == record  # plain JSON types
+    assert record["dataset"] == "folder" and record["root"] == str(root) and os.path.isabs(record["root"])
+    assert (record["image_size"], record["seed"], record["test_fraction"], record["validation_fraction"]) == \
+        (8, 0, 0.15, 0.05)
+    assert (record["n_train"], record["n_validation"], record["n_test"]) == (len(s.train), len(s.validation),
+                                                                               len(s.test))
+    assert len(record["digest"]) == 64 and int(record["digest"], 16) >= 0
+    again = load_splits("folder", image_size=8, root=str(root)).record
+    assert again == record and split_changes(record, again) == []
+    _folder_of(root, 1, start=40)
+    grown = load_splits("folder", image_size=8, root=str(root)).record
+    assert grown["digest"] != record["digest"]
+    assert split_changes(record, grown) == [
+        f"the image folder {root} changed since the checkpoint: 40 images then, 41 now (split digest differs)"]
+    reseeded = load_splits("folder", image_size=8, root=str(root), seed=1).record
+    changes = split_changes(grown, reseeded)
+    assert changes[0] == "seed 0 then, 1 now" and "split differs" in changes[-1]
+    assert "test fraction 0.15 then, 0.2 now" in split_changes(
+        grown, load_splits("folder", image_size=8, root=str(root), test_fraction=0.2).record)
+
+
+def test_split_records_of_fixed_datasets(tmp_path, default_cache):
+    root = tmp_path / "c"
+    make_cifar(root)
+    c = load_splits("cifar10", root=str(root)).record
+    assert c["root"] == str(root) and (c["n_train"], c["n_validation"], c["n_test"]) == (81, 4, 15)
+    assert c == load_splits("cifar10", root=str(root)).record
+    assert split_changes(c, load_splits("cifar10", root=str(root), seed=1).record)[0] == "seed 0 then, 1 now"
+    d = load_splits("default", cache_dir=default_cache).record
+    assert d["root"] is None and d["dataset"] == "default" and json.loads(json.dumps(d)) == d
+    assert split_changes(d, c)[0] == "dataset default then, cifar10 now"
+    assert split_changes({}, d)[0] == "dataset (not recorded) then, default now"
+
+
+def test_progress_false_writes_nothing(tmp_path, capfd):
+    root = tmp_path / "f"
+    _folder_of(root, 6)
+    load_dataset("folder", "train", image_size=8, root=str(root), progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    save_png(root / "new.png", _pattern(seed=99))  # invalidate the cache: decode again, with the bar
+    load_dataset("folder", "train", image_size=8, root=str(root), progress=True)
+    assert "loading folder" in capfd.readouterr().err
