@@ -57,14 +57,16 @@ def main() -> None:
     with open(os.path.join(args.out, "log.jsonl")) as f:
         rates = [r["images_per_s"] for r in map(json.loads, f) if "images_per_s" in r]
 
-    test = load_dataset(result["dataset"], "test", image_size=result["image_size"], seed=result["seed"])
+    data = result["data"]
+    test = load_dataset(data["dataset"], "test", image_size=data["image_size"], root=data["root"], seed=data["seed"],
+                        test_fraction=data["test_fraction"], validation_fraction=data["validation_fraction"])
     images = test.images.numpy()
     png = codec_bpd(images, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 9])
     webp = codec_bpd(images, ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101])  # quality > 100 = lossless
 
     print()
-    print(f"| run | {args.out} ({result['config']['transform']}, {result['parameters'] / 1e6:.2f} M parameters, "
-          f"{result['steps']} steps, {result['device']}, {result['precision']}) |")
+    print(f"| run | {args.out} ({result['config']['transform']}, {result['parameters']['total'] / 1e6:.2f} M "
+          f"parameters, {result['step']} steps, {result['device']}, {result['train']['precision']}) |")
     print("|---|---|")
     if wall is not None:
         print(f"| wall time (train + evaluation) | {wall / 60:.1f} min |")
@@ -74,7 +76,7 @@ def main() -> None:
     print(f"| ELBO (test) | {result['elbo_bpd']:.3f} bpd |")
     if result.get("iw_bpd") is not None:
         print(f"| IW bound, {result['iw_samples']} samples ({result['iw_n_images']} test images) | "
-              f"{result['iw_bpd']:.3f} bpd |")
+              f"{result['iw_bpd']:.3f} bpd (ELBO of the same samples {result['iw_elbo_bpd']:.3f}) |")
     print(f"| PNG, lossless, one file per patch (same test patches) | {png:.3f} bpd |")
     print(f"| WebP, lossless, one file per patch (same test patches) | {webp:.3f} bpd |")
     print("| per-term ELBO bpd | " + ", ".join(f"{k} {v:.3f}" for k, v in result["terms_bpd"].items()) + " |")

@@ -25,6 +25,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from selfvae import modes
 from selfvae.checkpoint import load_model
 from selfvae.images import save_rows
 
@@ -73,7 +74,7 @@ def sample_rows(outs: List[str], num: int, seed: int) -> List[torch.Tensor]:
         model, _ = load_model(os.path.join(out, "latest.pt"))
         model.eval()
         g = torch.Generator().manual_seed(seed)
-        rows.append(model.generate(num, generator=g).images)
+        rows.append(modes.generate(model, num, generator=g).images)
     return rows
 
 
@@ -108,19 +109,21 @@ def main() -> None:
             result = run_one(dataset, root, size, transform, levels, out, args)
             rows.append((label, model_name, result))
             outs.append(out)
-        path = save_rows(sample_rows(outs, 8, args.seed), os.path.join(args.out, f"samples_{label}.png"))
+        path = save_rows(sample_rows(outs, 8, args.seed), os.path.join(args.out, f"samples_{label}.png"),
+                         labels=[m for m, _, _ in MODELS])
         print(f"wrote {path} (rows: {', '.join(m for m, _, _ in MODELS)})", flush=True)
 
     lines = [f"Budget: {args.steps} steps x batch {args.batch_size} per model, seed {args.seed}; "
              f"IW bound with {args.iw_samples} samples on {args.iw_images or 'all'} test images spread over the split.", "",
-             "| data | model | K | test ELBO bpd (all) | ELBO bpd (IW subset) | IW bpd (IW subset) | parameters | wall time |",
+             "| data | model | K | test ELBO bpd (all) | ELBO of the IW samples | IW bpd (IW subset) | parameters "
+             "| wall time |",
              "|---|---|---|---|---|---|---|---|"]
     levels = {name: k for name, _, k in MODELS}
     for label, model_name, r in rows:
         iw = f"{r['iw_bpd']:.3f}" if r.get("iw_bpd") is not None else "–"
-        sub = f"{r['iw_subset_elbo_bpd']:.3f}" if r.get("iw_subset_elbo_bpd") is not None else "–"
+        sub = f"{r['iw_elbo_bpd']:.3f}" if r.get("iw_elbo_bpd") is not None else "–"
         lines.append(f"| {label} | {model_name} | {levels[model_name]} | {r['elbo_bpd']:.3f} | {sub} | {iw} | "
-                     f"{r['parameters'] / 1e6:.2f} M | {r['wall_seconds'] / 60:.1f} min |")
+                     f"{r['parameters']['total'] / 1e6:.2f} M | {r['wall_seconds'] / 60:.1f} min |")
     text = "\n".join(lines) + "\n"
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "table1.md"), "w") as f:

@@ -40,7 +40,7 @@ def test_output_paths_are_checked(tmp_path):
         cli.check_output_folder(str(tmp_path / "file"))
     with pytest.raises(cli.UserError, match="is a folder, not a file"):
         cli.check_output_file(str(tmp_path), "--json")
-    with pytest.raises(cli.UserError, match="cannot create or write"):
+    with pytest.raises(cli.UserError, match="is a file, not a folder"):
         cli.check_output_file(str(tmp_path / "file" / "x.json"), "--json")
 
 

@@ -195,7 +195,7 @@ def test_arguments_and_outputs_are_checked_before_any_work(setup, capsys, tmp_pa
     assert code == 2 and len(err) == 1 and "is a folder" in err[0]
     (tmp_path / "file").write_text("x")
     code, err = error_of([ckpt, "--json", str(tmp_path / "file" / "eval.json")], capsys)
-    assert code == 2 and "cannot create or write" in err[0]
+    assert code == 2 and "is a file, not a folder" in err[0]
     for bad in (["--iw-samples", "-1"], ["--batch-size", "0"], ["--mode-images", "0"], ["--iw-chunk", "x"]):
         with pytest.raises(SystemExit) as exit_:
             evaluate.main([ckpt] + bad)

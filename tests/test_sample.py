@@ -40,7 +40,7 @@ def check_grid(path, rows, cols, labelled):
     width, height = open_png(path)
     expected = grid_size(rows, cols)
     assert height == expected[1], path
-    assert (width > expected[0] + 20) if labelled else (width == expected[0]), (path, width, expected)
+    assert (width > expected[0] + 10) if labelled else (width == expected[0]), (path, width, expected)
 
 
 def write_png(path, height, width, seed=0):

@@ -100,7 +100,7 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_clear_message(tiny_cifar, tmp_p
 def test_a_write_killed_mid_checkpoint_leaves_no_temporary_after_resume(tiny_cifar, tmp_path):
     """Before: the half-written temporary file of a killed checkpoint write stayed forever."""
     out = tmp_path / "run"
-    killed = run_train(out, tiny_cifar, faults={"FAULT_KILL_IN_SAVE": "2"})  # the write at step 6
+    killed = run_train(out, tiny_cifar, faults={"FAULT_KILL_IN_SAVE": "3"})  # saves: best, latest at step 3; then step 6
     assert killed.returncode == -signal.SIGKILL
     assert [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
     resumed = run_train(out, tiny_cifar, "--resume")

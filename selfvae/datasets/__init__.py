@@ -21,14 +21,14 @@ from __future__ import annotations
 from .cifar10 import load_cifar10_images
 from .common import (DATASETS, DEFAULT_IMAGE_SIZES, SPLITS, DataError, ImageTensorDataset, cache_directory,
                      check_image_size)
-from .image_folder import CELEBA_CROP, IMAGE_EXTENSIONS, list_image_files, load_image_folder, read_image_rgb
+from .image_folder import CELEBA_CROP, IMAGE_EXTENSIONS, list_image_files, load_image_folder
 from .photo_patches import DEFAULT_DATASET_VERSION, DEFAULT_SOURCES, default_dataset_info, load_default_photos
 from .splits import Splits, check_fractions, split_changes
 from . import cifar10, image_folder, photo_patches
 
 __all__ = ["DATASETS", "SPLITS", "DEFAULT_IMAGE_SIZES", "DataError", "ImageTensorDataset", "Splits",
            "load_splits", "load_dataset", "split_changes", "load_image_folder", "list_image_files",
-           "read_image_rgb", "load_cifar10_images", "DEFAULT_SOURCES", "DEFAULT_DATASET_VERSION",
+           "load_cifar10_images", "DEFAULT_SOURCES", "DEFAULT_DATASET_VERSION",
            "default_dataset_info", "load_default_photos", "cache_directory", "CELEBA_CROP", "IMAGE_EXTENSIONS"]
 
 

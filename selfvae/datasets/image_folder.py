@@ -70,17 +70,6 @@ def list_image_files(root: str) -> list[str]:
     return sorted(files)
 
 
-def read_image_rgb(path: str) -> np.ndarray:
-    """An image file as uint8 ``(H, W, 3)`` RGB (``transforms.imageio`` rules); :class:`DataError` naming it.
-
-    For ``selfvae.sample``, until it reads files through ``transforms.imageio`` itself.
-    """
-    try:
-        return read_image(path, channels=3).transpose(1, 2, 0)
-    except ImageReadError as e:
-        raise DataError(str(e)) from e
-
-
 def prepare_image(path: str, size: int, crop: Crop) -> np.ndarray:
     """Read, crop (``"center"`` or ``(top, left, height, width)``) and resize one file to uint8 ``(3, size, size)``."""
     try:
