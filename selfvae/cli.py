@@ -20,6 +20,7 @@ from transforms import TransformError
 from transforms.imageio import ImageReadError
 
 from .checkpoint import CheckpointError
+from .codec.container import CodecError
 from .config import ConfigError
 from .datasets import DataError, load_image_folder, load_splits, split_changes
 from .metrics import MetricsError
@@ -31,7 +32,8 @@ class UserError(RuntimeError):
 
 
 #: Exceptions that are the user's to fix: printed as one line, exit status 2.
-USER_ERRORS = (UserError, CheckpointError, ConfigError, DataError, TransformError, ImageReadError, MetricsError)
+USER_ERRORS = (UserError, CheckpointError, CodecError, ConfigError, DataError, TransformError, ImageReadError,
+               MetricsError)
 
 
 def error_line(error: object, limit: int = 2000) -> str:

@@ -257,6 +257,45 @@ class DiscretizedLogisticMixture:
         """Total log-probability of each image: integer ``(B, C, H, W)`` -> float ``(B,)`` nats."""
         return self.log_prob_pixels(value).sum(dim=(1, 2))
 
+    def channel_pmf(self, c: int, previous: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The distribution of channel ``c`` over all ``n`` values at every pixel, given the values
+        of the channels before it (what an entropy coder needs, channel by channel).
+
+        The mixture weights are the posterior over components given the earlier channels:
+        ``w_m ∝ pi_m prod_{j<c} P(v_j | m)``, and channel ``c``'s mean is coupled to their values.
+        Computed in float64 on the parameters' device; the ``n`` probabilities of a pixel sum to one.
+
+        Args:
+            c: channel index ``0 <= c < C``.
+            previous: integer ``(B, c, H, W)`` values of channels ``0..c-1`` (None for ``c = 0``).
+        Returns:
+            float64 ``(B, H, W, n)``.
+        """
+        if not 0 <= c < self.channels:
+            raise ValueError(f"channel {c} out of range 0..{self.channels - 1}")
+        B, C, H, W = self.shape
+        if c and (previous is None or tuple(previous.shape) != (B, c, H, W)):
+            raise ValueError(f"previous must hold the {c} earlier channels, shape {(B, c, H, W)}")
+        n, h = self.num_values, self.half_width
+        with torch.no_grad(), _no_autocast(self.params.device):
+            means, log_scales, coeffs = self.means.double(), self.log_scales.double(), self.coeffs.double()
+            log_w = F.log_softmax(self.logits.double(), dim=1)  # (B, M, H, W)
+            units = [] if not c else list((previous.to(self.params.device).double() * (2.0 / (n - 1)) - 1.0)
+                                          .split(1, dim=1))
+            for j in range(c):
+                mean = means[:, j] + sum(coeffs[:, self._coeff_index(j, i)] * units[i] for i in range(j))
+                log_w = log_w + self._log_bin_prob(previous[:, j:j + 1].to(self.params.device).long(), mean,
+                                                   log_scales[:, j])
+            weights = torch.softmax(log_w, dim=1)  # (B, M, H, W)
+            mean_c = means[:, c] + sum(coeffs[:, self._coeff_index(c, j)] * units[j] for j in range(c))
+            upper = torch.linspace(-1.0 + h, 1.0 - h, n - 1, dtype=torch.float64, device=self.params.device)
+            pmf = torch.zeros(B, H, W, n, dtype=torch.float64, device=self.params.device)
+            for m in range(self.components):  # one component at a time: (B, H, W, n) at most in memory
+                cdf = torch.sigmoid((upper - mean_c[:, m, ..., None]) * torch.exp(-log_scales[:, c, m, ..., None]))
+                bins = torch.diff(cdf, dim=-1, prepend=cdf.new_zeros(B, H, W, 1), append=cdf.new_ones(B, H, W, 1))
+                pmf += weights[:, m, ..., None] * bins
+            return pmf
+
     # ------------------------------------------------------------------------ sampling
 
     def _select(self, t: torch.Tensor, component: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,188 @@
+"""selfVAE as an image codec: :func:`encode` images to the bytes of a ``.svae`` file and
+:func:`decode` them back.
+
+* **Lossless** (default): every image is cut into the model's tiles and coded by bits-back
+  ANS through the whole hierarchy (:mod:`.bitsback`); decoding gives the exact pixels. A
+  decoder meets ``y_K`` first and ``x`` last: ``up_to_level=k`` stops at ``y_k`` (previews).
+* **Lossy** (``level=k``): ``y_k`` is sent losslessly, optionally with ``z_k..z_1``
+  (``with_z``), and x is reconstructed from it (:mod:`.lossy`).
+
+Images enter as uint8 numpy arrays ``(C, H, W)`` with C = 1 (gray) or 3 (RGB), any size
+(or a uint8 tensor ``(B, C, H, W)``), and come back the same way. Every probability is
+computed on the CPU, in the same batches on both sides; the file records a fingerprint of
+the model and a checksum of the decoded pixels, so decoding with another model or on
+arithmetic that disagrees is an error, never silently wrong pixels. The file format is in
+:mod:`.container`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..model import SelfVAE
+from . import bitsback, container, lossy, tiling
+from .ans import Stack
+from .container import CodecError, Header, ImageEntry, model_fingerprint, tiles_checksum
+
+__all__ = ["encode", "decode", "Decoded", "CodecError", "DEFAULT_CHUNK", "DEFAULT_LATENT_BITS", "DEFAULT_Z_STEP"]
+
+DEFAULT_CHUNK = 32  # tiles coded in one batch
+DEFAULT_LATENT_BITS = 6  # latents on a grid of step 2^-6 within +-8 (1,025 symbols)
+DEFAULT_Z_STEP = -1  # lossy z's rounded to a grid of step 2^-1
+Images = Union[torch.Tensor, Sequence[np.ndarray]]
+
+
+@dataclass
+class Decoded:
+    """What :func:`decode` returns: ``images`` (uint8 ``(C, H, W)`` arrays, in file order) of level
+    ``level`` (0: the images themselves; k > 0: the previews ``y_k``, whose values run over
+    ``0..num_values-1``), their ``names`` and the file's ``header``."""
+
+    images: List[np.ndarray]
+    names: List[str]
+    level: int
+    num_values: int
+    header: Header
+
+
+def _cpu_model(model: SelfVAE) -> SelfVAE:
+    """The model on the CPU in eval mode (a copy if it lives elsewhere): the codec's arithmetic."""
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
+    return model.eval()
+
+
+def _as_list(images: Images) -> List[np.ndarray]:
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise CodecError(f"images must be a (B, C, H, W) tensor or a list of (C, H, W) arrays, got shape "
+                             f"{tuple(images.shape)}")
+        images = [im.cpu().numpy() for im in images]
+    out = []
+    for i, image in enumerate(images):
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3) or 0 in image.shape:
+            raise CodecError(f"image {i} must be a uint8 (C, H, W) array with C = 1 or 3, got {image.dtype} "
+                             f"{image.shape}")
+        if image.shape[1] > container.MAX_SIDE or image.shape[2] > container.MAX_SIDE:
+            raise CodecError(f"image {i} is {image.shape[2]}x{image.shape[1]}; the format allows sides up to "
+                             f"{container.MAX_SIDE}")
+        out.append(np.ascontiguousarray(image))
+    if not out:
+        raise CodecError("no images to encode")
+    return out
+
+
+def _tiles(model: SelfVAE, images: List[np.ndarray]) -> torch.Tensor:
+    spec = model.specs[0]
+    return torch.cat([tiling.to_tiles(im, spec.height, spec.channels) for im in images])
+
+
+@torch.no_grad()
+def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None, *, level: Optional[int] = None,
+           with_z: bool = False, chunk: int = DEFAULT_CHUNK, latent_bits: int = DEFAULT_LATENT_BITS,
+           z_step_exponent: int = DEFAULT_Z_STEP) -> bytes:
+    """Compress ``images`` with ``model``: lossless when ``level`` is None, else the lossy operating
+    point that sends ``y_level`` (and ``z_level..z_1`` with ``with_z``). Returns the file's bytes."""
+    model = _cpu_model(model)
+    images = _as_list(images)
+    names = list(names) if names is not None else [""] * len(images)
+    if len(names) != len(images):
+        raise CodecError(f"{len(names)} names for {len(images)} images")
+    if any(len(name.encode("utf-8")) > container.MAX_NAME for name in names):
+        raise CodecError(f"image names are limited to {container.MAX_NAME} bytes of UTF-8")
+    K = model.levels
+    if level is not None and not 1 <= level <= K:
+        raise CodecError(f"lossy level must be in 1..{K} for this {K}-level model, got {level}"
+                         if K else "the plain VAE (K = 0) has no lossy operating points: it only codes losslessly")
+    if not 1 <= chunk <= 4096 or not 2 <= latent_bits <= 16 or not -8 <= z_step_exponent <= 8:
+        raise CodecError(f"chunk {chunk}, latent_bits {latent_bits} or z step 2^{z_step_exponent} out of range")
+    tiles = _tiles(model, images)
+    delta, lowest = 2.0 ** -latent_bits, level or 0
+    levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk)]
+    top = torch.cat([lv[lowest] for lv in levels])
+    coded = bitsback.encode(model, top, lowest, chunk, delta)
+    extra = np.zeros(0, np.uint32)
+    level_sums = [bytes(8)] * (K + 1)
+    for k in range(lowest, K + 1):
+        level_sums[k] = tiles_checksum(torch.cat([lv[k] for lv in levels]))
+    if level is not None:
+        z_step = 2.0 ** z_step_exponent
+        results = [lossy.encode_chunk(model, lv, parent, level, with_z, z_step) for lv, parent in
+                   zip(levels, coded.parents)]
+        if with_z:
+            stack = Stack()
+            lossy.push_z(stack, [sent for _, sent in results], z_step)
+            extra = stack.words()
+        level_sums[0] = tiles_checksum(torch.cat([x for x, _ in results]))
+    header = Header("lossless" if level is None else "lossy", level or 0, with_z, model_fingerprint(model),
+                    latent_bits, z_step_exponent, model.specs[0].height, chunk, coded.seed_words, coded.kept,
+                    [coded.preview_words.get(k, 0) for k in range(K + 1)], level_sums,
+                    [ImageEntry(im.shape[0], im.shape[1], im.shape[2], name) for im, name in zip(images, names)])
+    return container.write(header, coded.words, extra)
+
+
+def _untile(model: SelfVAE, tiles: torch.Tensor, shapes, level: int = 0) -> List[np.ndarray]:
+    """Level-``level`` tiles of every image, in order -> the images (x's size scaled to the level's
+    tile); level 0 comes back in each image's own channel count."""
+    out, start = [], 0
+    tile = model.specs[0].height
+    for channels, h, w in shapes:
+        n = tiling.tile_counts([(h, w)], tile)[0]
+        image = tiling.from_tiles(tiles[start:start + n], h, w, tile)
+        out.append(tiling.to_original_channels(image, channels) if level == 0 else image)
+        start += n
+    return out
+
+
+@torch.no_grad()
+def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
+    """Decompress a file's bytes with ``model`` (the one it was made with). ``up_to_level=k`` decodes
+    only ``y_K..y_k`` and returns the ``y_k`` previews; 0 gives the images. Raises
+    :class:`CodecError` naming any problem with the file."""
+    header, words, extra = container.read(data)
+    model = _cpu_model(model)
+    if header.fingerprint != model_fingerprint(model):
+        raise CodecError(f"the file was made with another model (fingerprint {header.fingerprint.hex()[:16]}); "
+                         f"this model's is {model_fingerprint(model).hex()[:16]}")
+    K, tile = model.levels, model.specs[0].height
+    if len(header.preview_words) != K + 1 or header.tile != tile:
+        raise CodecError(f"corrupt header: {len(header.preview_words)} levels of {header.tile}-pixel tiles for a "
+                         f"{K}-level model of {tile}-pixel images")
+    if not 0 <= up_to_level <= K:
+        raise CodecError(f"--up-to-level must be in 0..{K} for this {K}-level model, got {up_to_level}")
+    counts = tiling.tile_counts([(e.height, e.width) for e in header.images], tile)
+    total = sum(counts)
+    if total > 64 * (len(words) + len(extra)) + 64:
+        raise CodecError(f"corrupt header: {total} tiles announced for a stream of {4 * len(words)} bytes")
+    sizes = [min(header.chunk, total - i) for i in range(0, total, header.chunk)]
+    lowest = header.level
+    stop = max(up_to_level, lowest) if header.mode == "lossy" and up_to_level else up_to_level
+    chunks, parents = bitsback.decode(model, words, header.seed_words, header.kept_seed_words, sizes, lowest,
+                                      2.0 ** -header.latent_bits, up_to=max(stop, lowest))
+    shapes = [(e.channels, e.height, e.width) for e in header.images]
+    if stop > 0:
+        previews = torch.cat([c[stop] for c in chunks])
+        _verify(tiles_checksum(previews) == header.level_checksums[stop], f"level {stop}")
+        return Decoded(_untile(model, previews, shapes, stop), [e.name for e in header.images], stop,
+                       model.specs[stop].num_values, header)
+    if header.mode == "lossless":
+        x = torch.cat([c[0] for c in chunks])
+    else:
+        stack = Stack(extra)
+        z_step = 2.0 ** header.z_step_exponent
+        x = torch.cat([lossy.decode_chunk(model, stack, c[lowest], p, lowest, header.with_z, z_step)
+                       for c, p in zip(chunks, parents)])
+        _verify(stack.size == 0, "the z stream (it holds more data than the images need)")
+    _verify(tiles_checksum(x) == header.level_checksums[0], "the decoded images")
+    return Decoded(_untile(model, x, shapes), [e.name for e in header.images], 0, 256, header)
+
+
+def _verify(ok: bool, what: str) -> None:
+    if not ok:
+        raise CodecError(f"decoding failed the checksum of {what}: the file is damaged, or this machine's "
+                         f"arithmetic differs from the encoder's")

@@ -1,0 +1,243 @@
+"""Lossless bits-back coding (BB-ANS, Bit-Swap order) of the observed levels ``y_L..y_K`` of a
+batch of tiles, through the whole hierarchy.
+
+Model: ``p(u) p(y_K|u) prod_{k=K..L+1} p(z_k|y_k,h_k) p(y_{k-1}|y_k,z_k)`` (``h_K = u``,
+``h_k = z_{k+1}``), posterior ``q(u|y_K) prod_k q(z_k|y_{k-1})``; ``L = 0`` codes x, ``L = k``
+codes ``y_k`` alone (what a lossy file sends). The order of pops and pushes:
+
+Decoder (top down)::
+
+    for each chunk:  pop v ~ N(0, I);  u = f(v);  pop y_K | u;  pop z_K | y_K, u;  push v under q~(v|y_K)
+    for k = K..L+1, for each chunk:
+                     pop y_{k-1} | y_k, z_k;  if k > L+1: pop z_{k-1} | y_{k-1}, z_k;  push z_k under q(z_k|y_{k-1})
+
+Encoder: the exact reverse (bottom up), so that only the very first pop needs initial bits;
+every later pop takes bits that an earlier push left on the stack. Level by level across
+chunks (rather than chunk by chunk) puts every tile's ``y_K`` on top of the stream, then
+every ``y_{K-1}``, ...: a decoder reaches the coarse levels of all tiles first, and
+``up_to`` stops it at any level.
+
+The RealNVP prior on ``u`` is coded in its base space: ``v = f^{-1}(u)`` has the standard
+normal prior, which factorises over dimensions. The posterior used for ``v`` is the Gaussian
+``q~ = N(f^{-1}(mu_q), (sigma_q exp(log|det df^{-1}/du| / D))^2)``: ``q(u|y_K)`` carried through
+the flow at its mean. Any such choice is a valid code; its length is the negative ELBO with
+the posterior ``f_# q~`` in place of ``q(u|y_K)``, whose difference the benchmark measures.
+
+Discrete levels are coded channel by channel (the channel coupling makes a pixel's channels
+dependent) under integer tables; latents on a grid of step ``delta`` (see :mod:`.ans`).
+Every network runs on the CPU, per chunk, in the same batches in encoder and decoder.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..distributions import DiagonalGaussian, DiscretizedLogisticMixture
+from ..model import SelfVAE
+from .ans import Stack, grid_values, integer_table, seed_words
+from .container import CodecError
+
+Levels = List[Optional[torch.Tensor]]
+
+
+# --------------------------------------------------------------------------- levels and latents
+def push_level(stack: Stack, dist: DiscretizedLogisticMixture, value: torch.Tensor) -> None:
+    """Push a level (integer ``(B, C, H, W)``) channel by channel, last channel first."""
+    for c in reversed(range(value.shape[1])):
+        table = integer_table(dist.channel_pmf(c, value[:, :c] if c else None))
+        stack.push_values(value[:, c], table)
+
+
+def pop_level(stack: Stack, dist: DiscretizedLogisticMixture) -> torch.Tensor:
+    """Pop a level channel by channel (channel 0 first): uint8 ``(B, C, H, W)``."""
+    B, C, H, W = dist.shape
+    values: List[torch.Tensor] = []
+    for c in range(C):
+        previous = torch.stack(values, dim=1) if c else None
+        symbols = stack.pop_values(integer_table(dist.channel_pmf(c, previous)))
+        values.append(torch.from_numpy(symbols.astype(np.int64)).reshape(B, H, W))
+    return torch.stack(values, dim=1).to(torch.uint8)
+
+
+def base_posterior(model: SelfVAE, y_top: torch.Tensor) -> Normal:
+    """``q~(v | y_K)``: the Gaussian posterior of u carried into the flow's base space at its mean."""
+    q = model.q_u(y_top)
+    v_mean, log_det = model.p_u.inverse(q.mean)
+    scale = torch.exp(log_det / model.p_u.dims).view(-1, 1, 1, 1)
+    return _gaussian(v_mean, q.std * scale)
+
+
+@dataclass
+class Normal:
+    """A diagonal Gaussian given by its mean and standard deviation (what the coder needs)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def _gaussian(mean: torch.Tensor, std: torch.Tensor) -> Normal:
+    return Normal(mean, std)
+
+
+def _standard_normal(shape) -> Normal:
+    return Normal(torch.zeros(shape), torch.ones(shape))
+
+
+def prior_z(model: SelfVAE, k: int, y_k: torch.Tensor, parent: torch.Tensor) -> DiagonalGaussian:
+    return model.p_z[k - 1](model.p_z[k - 1].condition(y_k), parent)
+
+
+def likelihood(model: SelfVAE, k: int, y_k: torch.Tensor, z_k: torch.Tensor) -> DiscretizedLogisticMixture:
+    """``p(y_{k-1} | y_k, z_k)``."""
+    return model.p_y[k - 1](model.p_y[k - 1].condition(y_k), z_k)
+
+
+@dataclass
+class Latent:
+    """A latent on the grid: its symbols (int32, flat) and the float tensor they stand for."""
+
+    symbols: np.ndarray
+    value: torch.Tensor
+
+
+def pop_latent(stack: Stack, dist, delta: float) -> Latent:
+    symbols = stack.pop_latent(dist.mean, dist.std, delta)
+    return Latent(symbols, grid_values(symbols, dist.mean.shape, delta))
+
+
+def push_latent(stack: Stack, latent: Latent, dist, delta: float) -> None:
+    """``dist``: anything with ``mean`` and ``std`` (a :class:`DiagonalGaussian`, a :class:`Normal`)."""
+    stack.push_latent(latent.symbols, dist.mean, dist.std, delta)
+
+
+# --------------------------------------------------------------------------- encoder
+@dataclass
+class Encoded:
+    """An encoded stream: the stored words (the untouched bottom ``kept`` words of the seed
+    removed), the seed length, the stream words a decoder reads to reach each level, and the
+    latent each chunk's lowest level was coded with (``z_{L+1}``, or ``u`` when L = K)."""
+
+    words: np.ndarray
+    seed_words: int
+    kept: int
+    preview_words: Dict[int, int]
+    parents: List[torch.Tensor]
+
+
+def chunks_of(tiles: torch.Tensor, chunk: int) -> List[torch.Tensor]:
+    return [tiles[i:i + chunk] for i in range(0, tiles.shape[0], chunk)]
+
+
+def levels_from(model: SelfVAE, tiles: torch.Tensor, lowest: int) -> Levels:
+    """``[None] * lowest + [y_L, ..., y_K]`` of a chunk of tiles (uint8 x, or y_L itself)."""
+    levels: Levels = [None] * lowest + [tiles]
+    for k in range(lowest + 1, model.levels + 1):
+        levels.append(model.chain.transforms[k - 1](levels[k - 1], model.specs[k - 1]))
+    return levels
+
+
+def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int):
+    K = model.levels
+    stack = Stack(seed_words(seed))
+    z: List[Dict[int, Latent]] = [{} for _ in chunks]
+    phase_start: Dict[str, int] = {}
+    for k in range(lowest + 1, K + 1):  # bottom up
+        phase_start[f"step{k}"] = len(stack.trace) - 1
+        for c, lv in enumerate(chunks):
+            z[c][k] = pop_latent(stack, model.q_z[k - 1](lv[k - 1]), delta)
+            if k > lowest + 1:
+                push_latent(stack, z[c][k - 1], prior_z(model, k - 1, lv[k - 1], z[c][k].value), delta)
+            push_level(stack, likelihood(model, k, lv[k], z[c][k].value), lv[k - 1])
+    phase_start["top"] = len(stack.trace) - 1
+    parents = []
+    for c, lv in enumerate(chunks):
+        v = pop_latent(stack, base_posterior(model, lv[K]), delta)
+        u = model.p_u.forward_flow(v.value)[0]
+        if K > lowest:
+            push_latent(stack, z[c][K], prior_z(model, K, lv[K], u), delta)
+            parents.append(z[c][lowest + 1].value)
+        else:
+            parents.append(u)
+        push_level(stack, model.p_top(None, u), lv[K])
+        push_latent(stack, v, _standard_normal(v.value.shape), delta)
+    return stack, phase_start, parents
+
+
+@torch.no_grad()
+def encode(model: SelfVAE, tiles: torch.Tensor, lowest: int, chunk: int, delta: float) -> Encoded:
+    """Bits-back encode level ``lowest`` of ``tiles`` (uint8 ``(N, C, h, w)`` at that level's spec)."""
+    chunks = [levels_from(model, t, lowest) for t in chunks_of(tiles, chunk)]
+    first = chunks[0][lowest] if lowest < model.levels else chunks[0][model.levels]
+    dims = first.shape[0] * (math.prod(model.z_shapes[lowest]) if lowest < model.levels else model.p_u.dims)
+    seed = 64 + dims * 20 // 32  # ~20 bits per latent dimension of the first pop; doubled until enough
+    while True:
+        stack, phase_start, parents = _encode_once(model, chunks, lowest, delta, seed)
+        if stack.low > 4:
+            break
+        seed *= 4
+    words = stack.words()
+    reference = seed_words(seed)
+    kept = max(0, stack.low - 2)  # the head of the coder may have moved below the lowest size
+    while kept and not np.array_equal(words[:kept], reference[:kept]):
+        kept -= 1
+    # words a decoder reads from the top to finish each level: down to the lowest point of its way
+    # there, plus the words under it that the coder's head spans (as kept is below the lowest point)
+    final, head = stack.size, stack.low - kept
+    trace = np.asarray(stack.trace)
+    preview = {model.levels: int(final - trace[phase_start["top"]:].min()) + head}
+    for k in range(lowest + 1, model.levels + 1):
+        preview[k - 1] = int(final - trace[phase_start[f"step{k}"]:].min()) + head
+    return Encoded(words[kept:], seed, kept, preview, parents)
+
+
+# --------------------------------------------------------------------------- decoder
+def _check_depth(stack: Stack, kept: int) -> None:
+    """A valid stream never takes the decoder below the seed words it starts from (the encoder's
+    lowest point is above them): going below means the header announces more than the stream holds."""
+    if stack.low < kept:
+        raise CodecError("corrupt data: the stream ends before the images its header announces")
+
+
+@torch.no_grad()
+def decode(model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[int], lowest: int,
+           delta: float, up_to: Optional[int] = None) -> Tuple[List[Levels], List[torch.Tensor]]:
+    """Decode the chunks (of ``sizes`` tiles) down to level ``up_to`` (default ``lowest``).
+
+    Returns every chunk's levels (``None`` below ``up_to``) and the latent its lowest level was
+    coded with (as :class:`Encoded` ``parents``). Raises :class:`CodecError` if the stream does not
+    return to its seed after a full decode (a corrupted or foreign stream)."""
+    K = model.levels
+    up_to = lowest if up_to is None else up_to
+    stack = Stack(np.concatenate([seed_words(seed)[:kept], words]).astype(np.uint32))
+    order = list(reversed(range(len(sizes))))
+    chunks: List[Levels] = [[None] * (K + 1) for _ in sizes]
+    z: List[Dict[int, Latent]] = [{} for _ in sizes]
+    parents: List[Optional[torch.Tensor]] = [None] * len(sizes)
+    for c in order:
+        v = pop_latent(stack, _standard_normal((sizes[c],) + model.u_shape), delta)
+        u = model.p_u.forward_flow(v.value)[0]
+        chunks[c][K] = pop_level(stack, model.p_top(None, u))
+        if K > lowest:
+            z[c][K] = pop_latent(stack, prior_z(model, K, chunks[c][K], u), delta)
+        else:
+            parents[c] = u
+        push_latent(stack, v, base_posterior(model, chunks[c][K]), delta)
+        _check_depth(stack, kept)
+    for k in range(K, max(lowest, up_to), -1):
+        for c in order:
+            lv = chunks[c]
+            lv[k - 1] = pop_level(stack, likelihood(model, k, lv[k], z[c][k].value))
+            if k > lowest + 1:
+                z[c][k - 1] = pop_latent(stack, prior_z(model, k - 1, lv[k - 1], z[c][k].value), delta)
+            else:
+                parents[c] = z[c][k].value
+            push_latent(stack, z[c][k], model.q_z[k - 1](lv[k - 1]), delta)
+            _check_depth(stack, kept)
+    if up_to <= lowest and not np.array_equal(stack.words(), seed_words(seed)):
+        raise CodecError("corrupt data: the stream did not decode back to its initial state (the file is "
+                         "damaged, or was not made with this model)")
+    return chunks, parents  # type: ignore[return-value]

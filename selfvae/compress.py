@@ -1,0 +1,91 @@
+"""Compress images with a selfVAE: ``python -m selfvae.compress INPUT... -o FILE --model CKPT``.
+
+Lossless by default: bits-back coding through the whole hierarchy gives the exact pixels
+back (``python -m selfvae.decompress``). ``--level k`` writes a lossy file that sends ``y_k``
+(losslessly) and reconstructs x from it; ``--with-z`` also sends ``z_k..z_1``.
+
+Inputs are image files of any size that Pillow or OpenCV read (PNG, JPEG, WebP, BMP,
+TIFF, ...), read as 8-bit (16-bit reduced by ``v >> 8``) gray or RGB (alpha composited on
+white); each is cut into the model's tiles (edges padded by repetition) and its size,
+channels and base name are recorded. A gray image given to an RGB model is coded as three
+equal channels and decoded back to gray. The file format is documented in
+:mod:`selfvae.codec.container` and the README.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import List, Optional
+
+import numpy as np
+
+from transforms.imageio import read_image
+
+from . import cli, codec
+from .checkpoint import load_model
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = cli.parser("python -m selfvae.compress", __doc__)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
+    p.add_argument("-o", "--output", required=True, help="the compressed file to write (.svae)")
+    p.add_argument("--model", required=True, help="the selfvae checkpoint to code with (the decoder needs the same)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--lossless", action="store_true", help="exact pixels back (the default)")
+    mode.add_argument("--level", type=cli.positive_int, default=None,
+                      help="lossy: send y_k for this level k and reconstruct x from it")
+    p.add_argument("--with-z", action="store_true", help="lossy: also send z_k..z_1 (sharper, more bytes)")
+    p.add_argument("--chunk", type=cli.positive_int, default=codec.DEFAULT_CHUNK, help="tiles coded together (32)")
+    p.add_argument("--latent-bits", type=cli.positive_int, default=codec.DEFAULT_LATENT_BITS,
+                   help="latents coded on a grid of step 2^-B within +-8 (6)")
+    p.add_argument("--z-step-exponent", type=int, default=codec.DEFAULT_Z_STEP,
+                   help="lossy z's rounded to a grid of step 2^E (-1)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    args = p.parse_args(argv)
+    if args.with_z and args.level is None:
+        p.error("--with-z applies to a lossy file: give --level k")
+    return args
+
+
+def unique_names(paths: List[str]) -> List[str]:
+    """Base names without extension, made unique with a numeric suffix where two inputs share one."""
+    names, seen = [], {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0] or "image"
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        names.append(stem if count == 0 else f"{stem}-{count + 1}")
+    return names
+
+
+def compress(args) -> dict:
+    cli.check_input_files(args.inputs, "INPUT")
+    output = cli.check_output_file(args.output, "-o")
+    if os.path.exists(output) and not args.force:
+        raise cli.UserError(f"-o {output} exists; pass --force to overwrite it")
+    model, _ = load_model(args.model)
+    images = [read_image(path, channels=None) for path in args.inputs]
+    start = time.perf_counter()
+    data = codec.encode(model, images, unique_names(args.inputs), level=args.level, with_z=args.with_z,
+                        chunk=args.chunk, latent_bits=args.latent_bits, z_step_exponent=args.z_step_exponent)
+    seconds = time.perf_counter() - start
+    tmp = f"{output}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, output)
+    pixels = sum(im.shape[1] * im.shape[2] for im in images)
+    dims = sum(im.size for im in images)
+    kind = "lossless" if args.level is None else f"lossy, level {args.level}" + (" with z" if args.with_z else "")
+    print(f"{output}: {len(images)} images, {len(data):,} bytes ({kind}); {8 * len(data) / pixels:.3f} bits per pixel, "
+          f"{8 * len(data) / dims:.3f} bits per dimension; {seconds:.1f} s")
+    return {"bytes": len(data), "pixels": pixels, "seconds": seconds}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    return cli.run(lambda: compress(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

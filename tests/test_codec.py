@@ -1,0 +1,287 @@
+"""The codec: exact lossless round trips (decoded in another process), previews, lossy operating
+points, the file format's checks, and >= 1,000 damaged files that each give a clear error."""
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfvae import codec
+from selfvae.checkpoint import save_checkpoint
+from selfvae.codec import ans, container, tiling
+from selfvae.config import make_config
+from selfvae.evaluation import elbo
+from selfvae.model import build_model
+from transforms.imageio import read_image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(width=8, growth=4, dense_layers=1, blocks=1, components=3, flow_couplings=2, flow_hidden=8,
+            latent_channels=4, latent_size=4)
+
+
+def smooth_images(n, height, width, channels=3, seed=0):
+    """uint8 (n, C, H, W): coarse random colours, bilinearly enlarged, light noise (photo-like)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, 256, (n, channels, max(2, height // 4), max(2, width // 4)), generator=g).float()
+    up = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    return (up + torch.randint(-6, 7, up.shape, generator=g)).round().clamp(0, 255).to(torch.uint8)
+
+
+def tiny_model(transform="downscale", levels=2, size=16, steps=30, seed=0):
+    """A tiny model, briefly trained on smooth images so that its latents and likelihoods are not at
+    their initialisation."""
+    torch.manual_seed(seed)
+    model = build_model(make_config("small", transform, levels, image_size=size, **TINY))
+    data = smooth_images(64, size, size, seed=seed + 1)
+    model.initialize(data[:16])
+    opt = torch.optim.Adamax(model.parameters(), lr=3e-3)
+    for step in range(steps):
+        loss = model.bits_per_dim(model(data[(step * 16) % 64:(step * 16) % 64 + 16]))["bpd"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def save_model(model, path):
+    save_checkpoint({"config": model.config.to_dict(), "model": model.state_dict()}, str(path))
+    return str(path)
+
+
+def run(module, *argv):
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", module, *map(str, argv)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=600)
+
+
+def write_pngs(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        array = image.numpy() if isinstance(image, torch.Tensor) else image
+        hwc = array.transpose(1, 2, 0)
+        path = folder / f"img{i:04d}.png"
+        Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc).save(path)
+        paths.append(str(path))
+    return paths
+
+
+# --------------------------------------------------------------------------- probability tables
+def test_channel_pmfs_multiply_to_the_joint_and_sum_to_one():
+    g = torch.Generator().manual_seed(0)
+    from selfvae.distributions import DiscretizedLogisticMixture as DLM
+    params = torch.randn(2, DLM.num_params(3, 4), 3, 3, generator=g, dtype=torch.float64)
+    dist = DLM(params, channels=3, num_values=16, components=4)
+    value = torch.randint(0, 16, (2, 3, 3, 3), generator=g)
+    joint = torch.zeros(2, 3, 3, dtype=torch.float64)
+    for c in range(3):
+        pmf = dist.channel_pmf(c, value[:, :c] if c else None)
+        assert torch.allclose(pmf.sum(-1), torch.ones(2, 3, 3, dtype=torch.float64), atol=1e-12)
+        joint += torch.log(pmf.gather(-1, value[:, c, ..., None]).squeeze(-1))
+    assert torch.allclose(joint, dist.log_prob_pixels(value), atol=1e-9)
+
+
+def test_integer_tables_are_exact_and_never_zero():
+    pmf = torch.tensor([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [1e-30, 0.5, 0.5]], dtype=torch.float64)
+    table = ans.integer_table(pmf)
+    assert (table >= 1).all() and (table.sum(1) == 2 ** ans.PRECISION).all()
+    assert np.array_equal(table, np.floor(table))
+
+
+# --------------------------------------------------------------------------- round trips
+MODELS = [("downscale", 0), ("downscale", 1), ("downscale", 3), ("bits:3", 1), ("sketch", 1)]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {(t, k): tiny_model(t, k, steps=10 + 5 * k) for t, k in MODELS}
+
+
+@pytest.mark.parametrize("transform,levels", MODELS, ids=[f"{t}-K{k}" for t, k in MODELS])
+def test_lossless_round_trip_of_odd_sized_photos_in_another_process(models, tmp_path, transform, levels):
+    model = models[(transform, levels)]
+    checkpoint = save_model(model, tmp_path / "model.pt")
+    images = [smooth_images(1, h, w, seed=i)[0] for i, (h, w) in enumerate([(37, 23), (16, 16), (50, 41), (9, 70)])]
+    gray = smooth_images(1, 21, 33, channels=1, seed=9)[0]
+    paths = write_pngs(tmp_path / "in", images + [gray])
+    packed = tmp_path / "images.svae"
+    made = run("selfvae.compress", *paths, "-o", packed, "--model", checkpoint)
+    assert made.returncode == 0, made.stderr
+    back = run("selfvae.decompress", packed, "-o", tmp_path / "out", "--model", checkpoint)
+    assert back.returncode == 0, back.stderr
+    for path in paths:
+        original = read_image(path, channels=None)
+        decoded = read_image(str(tmp_path / "out" / os.path.basename(path)), channels=None)
+        assert decoded.shape == original.shape and np.array_equal(decoded, original), path
+
+
+def test_a_thousand_patches_round_trip_and_cost_what_the_elbo_says(tmp_path):
+    """Exact on every one of 1,000 patches, decoded in a separate process; the file is within a few
+    per cent of the negative ELBO (tiny model: the latents' grid and initial bits weigh more here
+    than in the benchmark's model)."""
+    model = tiny_model("downscale", 1, size=8, steps=40)
+    patches = smooth_images(1000, 8, 8, seed=5)
+    data = codec.encode(model, patches)
+    (tmp_path / "patches.svae").write_bytes(data)
+    np.save(tmp_path / "patches.npy", patches.numpy())
+    checkpoint = save_model(model, tmp_path / "model.pt")
+    script = ("import sys, numpy as np; from selfvae import codec; from selfvae.checkpoint import load_model;"
+              "m, _ = load_model(sys.argv[1]); out = codec.decode(m, open(sys.argv[2], 'rb').read());"
+              "ref = np.load(sys.argv[3]); assert len(out.images) == len(ref);"
+              "bad = [i for i, (a, b) in enumerate(zip(out.images, ref)) if not np.array_equal(a, b)];"
+              "print('mismatches', len(bad))")
+    proc = subprocess.run([sys.executable, "-c", script, checkpoint, str(tmp_path / "patches.svae"),
+                           str(tmp_path / "patches.npy")], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0 and "mismatches 0" in proc.stdout, proc.stderr + proc.stdout
+    header, words, _ = container.read(data)
+    stream_bpd = 32 * len(words) / patches.numel()
+    model_bpd = elbo(model, patches, progress=False)["elbo_bpd"]
+    assert 0.99 * model_bpd < stream_bpd < 1.03 * model_bpd, (stream_bpd, model_bpd)
+    # the rest of the file: 6 bytes per (unnamed) image and a fixed part
+    rest = len(data) - 4 * len(words)
+    assert 6 * 1000 <= rest < 6 * 1000 + 128, rest
+
+
+def test_previews_are_the_exact_upper_levels_and_need_fewer_bytes(models):
+    model = models[("downscale", 3)]
+    images = smooth_images(6, 32, 48, seed=3)
+    data = codec.encode(model, images)
+    header, words, _ = container.read(data)
+    for k in range(3, 0, -1):
+        preview = codec.decode(model, data, up_to_level=k)
+        assert preview.level == k and preview.images[0].shape == (3, 32 >> k, 48 >> k)
+        for got, image in zip(preview.images, images):
+            # each 16x16 tile's own y_k, put back in place
+            tiles = model.make_levels(tiling.to_tiles(image.numpy(), 16, 3))[k]
+            assert np.array_equal(got, tiling.from_tiles(tiles, 32, 48, 16))
+    words_needed = header.preview_words
+    assert words_needed[3] <= words_needed[2] <= words_needed[1] <= words_needed[0] == len(words)
+    assert words_needed[3] < len(words)
+
+
+# --------------------------------------------------------------------------- lossy
+def test_lossy_operating_points(models):
+    model = models[("downscale", 3)]
+    images = [smooth_images(1, 32, 48, seed=s)[0].numpy() for s in range(4)]
+    sizes = {}
+    for level in (1, 2, 3):
+        for with_z in (False, True):
+            data = codec.encode(model, images, level=level, with_z=with_z)
+            out = codec.decode(model, data)  # checks the reconstruction's checksum
+            assert [im.shape for im in out.images] == [im.shape for im in images]
+            assert all(im.dtype == np.uint8 for im in out.images)
+            sizes[level, with_z] = len(data)
+            # the lossy file carries exactly y_k: its preview is each tile's true level
+            preview = codec.decode(model, data, up_to_level=level)
+            for got, image in zip(preview.images, images):
+                tiles = model.make_levels(tiling.to_tiles(image, 16, 3))[level]
+                assert np.array_equal(got, tiling.from_tiles(tiles, 32, 48, 16))
+    lossless = len(codec.encode(model, images))
+    assert sizes[3, False] < sizes[2, False] < sizes[1, False] < lossless
+    for level in (1, 2, 3):
+        assert sizes[level, True] > sizes[level, False]
+
+
+def test_lossy_needs_levels_and_a_level_in_range(models):
+    with pytest.raises(codec.CodecError, match="plain VAE"):
+        codec.encode(models[("downscale", 0)], smooth_images(1, 16, 16), level=1)
+    with pytest.raises(codec.CodecError, match="level must be in 1..1"):
+        codec.encode(models[("downscale", 1)], smooth_images(1, 16, 16), level=2)
+
+
+# --------------------------------------------------------------------------- the container's checks
+@pytest.fixture(scope="module")
+def sample_file(models):
+    model = models[("downscale", 1)]
+    images = [smooth_images(1, 20, 18, seed=s)[0].numpy() for s in range(2)]
+    return model, images, codec.encode(model, images, names=["a", "b"])
+
+
+def test_another_model_a_future_version_and_garbage_are_named(models, sample_file):
+    model, images, data = sample_file
+    with pytest.raises(codec.CodecError, match="another model"):
+        codec.decode(models[("bits:3", 1)], data)
+    other = tiny_model("downscale", 1, steps=11)  # same config, other weights
+    with pytest.raises(codec.CodecError, match="another model"):
+        codec.decode(other, data)
+    future = bytearray(data)
+    future[4] = 2
+    with pytest.raises(codec.CodecError, match="newer selfvae \\(format version 2\\)"):
+        codec.decode(model, bytes(future))
+    with pytest.raises(codec.CodecError, match="not a selfvae compressed file"):
+        codec.decode(model, b"\x89PNG\r\n\x1a\n" + data[8:])
+    with pytest.raises(codec.CodecError, match="truncated"):
+        codec.decode(model, data[:-10])
+    with pytest.raises(codec.CodecError, match="unexpected bytes after its end"):
+        codec.decode(model, data + b"\0")
+    out = codec.decode(model, data)
+    assert out.names == ["a", "b"] and all(np.array_equal(a, b) for a, b in zip(out.images, images))
+
+
+def _with_header_crc(data: bytes, header_end: int) -> bytes:
+    """Recompute the header CRC after a header field was changed on purpose."""
+    return data[:header_end] + struct.pack("<I", zlib.crc32(data[:header_end])) + data[header_end + 4:]
+
+
+def test_a_thousand_damaged_files_each_give_a_clear_error_quickly(sample_file):
+    model, images, data = sample_file
+    # where the header CRC sits: after the fixed header, the entries and the two stream lengths
+    header, words, extra = container.read(data)
+    header_end = len(data) - 4 * (len(words) + len(extra)) - 4 - 4
+    rng = np.random.default_rng(0)
+    mutants = []
+    for _ in range(600):  # single bit flips anywhere
+        b = bytearray(data)
+        pos = int(rng.integers(len(b)))
+        b[pos] ^= 1 << int(rng.integers(8))
+        mutants.append(bytes(b))
+    for _ in range(150):  # truncations
+        mutants.append(data[:int(rng.integers(len(data)))])
+    for _ in range(100):  # extensions
+        mutants.append(data + bytes(rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8)))
+    extremes = [0, 1, 0x7F, 0x80, 0xFF, 0xFFFF, 0xFFFFFFFF]
+    for _ in range(200):  # header fields set to extremes, with a valid header CRC
+        b = bytearray(data)
+        pos = int(rng.integers(4, header_end - 4))
+        value = extremes[int(rng.integers(len(extremes)))]
+        width = int(rng.choice([1, 2, 4]))
+        b[pos:pos + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+        mutants.append(_with_header_crc(bytes(b[:len(data)]), header_end))
+    assert len(mutants) >= 1000
+    slowest = 0.0
+    for i, mutant in enumerate(mutants):
+        start = time.perf_counter()
+        try:
+            out = codec.decode(model, mutant)
+        except codec.CodecError as e:
+            assert str(e) and "\n" not in str(e)
+        else:  # a change that does not alter what is decoded (e.g. an image name) must give the same pixels
+            assert all(np.array_equal(a, b) for a, b in zip(out.images, images)), i
+        slowest = max(slowest, time.perf_counter() - start)
+    assert slowest < 10.0, slowest
+
+
+def test_command_line_errors_are_one_line(models, sample_file, tmp_path):
+    model, _, data = sample_file
+    checkpoint = save_model(model, tmp_path / "model.pt")
+    damaged = tmp_path / "damaged.svae"
+    damaged.write_bytes(data[:50])
+    proc = run("selfvae.decompress", damaged, "-o", tmp_path / "out", "--model", checkpoint)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "truncated" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    other = save_model(models[("bits:3", 1)], tmp_path / "other.pt")
+    (tmp_path / "good.svae").write_bytes(data)
+    proc = run("selfvae.decompress", tmp_path / "good.svae", "-o", tmp_path / "out", "--model", other)
+    assert proc.returncode == 2 and "another model" in proc.stderr
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    proc = run("selfvae.compress", broken, "-o", tmp_path / "x.svae", "--model", checkpoint)
+    assert proc.returncode == 2 and "broken.png" in proc.stderr and not (tmp_path / "x.svae").exists()
+    proc = run("selfvae.compress", broken, "-o", tmp_path / "x.svae", "--model", checkpoint, "--with-z")
+    assert proc.returncode == 2 and "--level" in proc.stderr
