@@ -178,6 +178,7 @@ class _ModeStats:
         s = torch.cat(self.ssim) if self.ssim else None
         return {
             "mode": self.mode, "title": MODE_TITLES[self.mode], "level": self.level, "decode": self.decode,
+            "latents": LATENTS[self.mode],
             "sent": self.sent, "sent_dims": sum(self.sent.values()), "sent_bits": sent_bits,
             "bits": total_bits, "bpd": total_bits / x_dims,
             "psnr": float(p.mean()) if p is not None else None,
@@ -188,15 +189,24 @@ class _ModeStats:
         }
 
 
+#: Grid step of the latents a reconstruction mode sends (as ``selfvae.compress --with-z`` sends them).
+Z_STEP = 0.5
+LATENTS = {"generate": "sampled", "cond-generate": "u or z above k: posterior sample; below: sampled",
+           "cond-reconstruct": f"posterior means on a {Z_STEP} grid", "reconstruct1": "u: posterior mean; z: sampled",
+           "reconstruct2": f"posterior means on a {Z_STEP} grid"}
+
+
 def _mode_results(model: SelfVAE, x: torch.Tensor, rec: str, gen: str,
                   g: torch.Generator) -> Iterator[Tuple[str, Optional[int], str, modes.ModeResult]]:
-    """Every mode with an original on one batch: (mode, level, decoding, result)."""
+    """Every mode with an original on one batch: (mode, level, decoding, result). The reconstructions
+    that send z's charge them under the priors the receiver can form (its reconstructed levels)."""
     levels = model.make_levels(x)
     for k in range(1, model.levels + 1):
-        yield "cond-reconstruct", k, rec, modes.cond_reconstruct(model, x, level=k, decode=rec, generator=g)
+        yield "cond-reconstruct", k, rec, modes.cond_reconstruct(model, x, level=k, decode=rec, generator=g,
+                                                                 z_step=Z_STEP)
         yield "cond-generate", k, gen, modes.cond_generate(model, levels[k], level=k, decode=gen, generator=g)
     yield "reconstruct1", None, rec, modes.reconstruct1(model, x, decode=rec, generator=g)
-    yield "reconstruct2", None, rec, modes.reconstruct2(model, x, decode=rec, generator=g)
+    yield "reconstruct2", None, rec, modes.reconstruct2(model, x, decode=rec, generator=g, z_step=Z_STEP)
 
 
 def mode_table(model: SelfVAE, images: torch.Tensor, batch_size: int = 64, seed: int = 0,
@@ -243,15 +253,15 @@ def _num(value: Optional[float], fmt: str) -> str:
 def format_mode_table(rows: Sequence[Dict[str, Any]]) -> str:
     """The mode table as markdown: mode, level k, what is sent (dims and bits per variable), totals,
     bits per dimension of x, PSNR and SSIM, and whether the outputs were decoded as the most likely
-    value (mode) or a sample."""
+    value (mode) or a sample, and where the latents came from (posterior mean or a sample)."""
     lines = ["| mode | k | sent: variable [dims, bits] | dims | bits/image | bits/dim of x | PSNR (dB) | SSIM "
-             "| decoded |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+             "| levels decoded | latents |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         sent = " + ".join(f"{name} [{dims}, {r['sent_bits'][name]:.1f}]" for name, dims in r["sent"].items())
         lines.append(f"| {r['title']} | {r['level'] if r['level'] is not None else '–'} | {sent or 'nothing'} | "
                      f"{r['sent_dims']} | {r['bits']:.1f} | {r['bpd']:.4f} | {_num(r['psnr'], '.2f')} | "
-                     f"{_num(r['ssim'], '.4f')} | {r['decode']} |")
+                     f"{_num(r['ssim'], '.4f')} | {r['decode']} | {r['latents']} |")
     return "\n".join(lines)
 
 

@@ -73,16 +73,22 @@ def choose_latent(dist: DiagonalGaussian, how: str, temperature: float,
 
 def descend(model: SelfVAE, levels: Levels, parent: Optional[torch.Tensor], start: int,
             fixed_z: Optional[Dict[int, torch.Tensor]], decode: str, temperature: float,
-            generator: Optional[torch.Generator]) -> List[torch.Tensor]:
+            generator: Optional[torch.Generator], z_bits: Optional[Dict[str, torch.Tensor]] = None,
+            z_step: float = 0.5) -> List[torch.Tensor]:
     """Fill ``levels[start-1] .. levels[0]`` going down from the known ``levels[start]``.
 
     ``parent`` is ``h_start`` (u if start == K, else z_{start+1}). z_k is taken from ``fixed_z``
-    when given there (inferred), else sampled from ``p(z_k | y_k, h_k)``.
+    when given there (inferred), else sampled from ``p(z_k | y_k, h_k)``. With ``z_bits`` (a dict to
+    fill), every given ``z_k`` is charged what sending it costs a receiver that has only what it has
+    decoded: ``-log2`` of the mass of its grid cell (step ``z_step``) under ``p(z_k | y_k^, h_k)`` with
+    the *reconstructed* ``y_k^`` (see :func:`grid_bits`).
     """
     for k in range(start, 0, -1):
         y_k = levels[k]
         if fixed_z is not None and k in fixed_z:
             z = fixed_z[k]
+            if z_bits is not None:
+                z_bits[f"z{k}"] = grid_bits(model.p_z[k - 1](model.p_z[k - 1].condition(y_k), parent), z, z_step)
         else:
             prior = model.p_z[k - 1](model.p_z[k - 1].condition(y_k), parent)
             z = prior.sample(temperature=temperature, generator=generator)
@@ -93,13 +99,27 @@ def descend(model: SelfVAE, levels: Levels, parent: Optional[torch.Tensor], star
 
 
 def from_u(model: SelfVAE, u: torch.Tensor, decode: str, temperature: float,
-           generator: Optional[torch.Generator], fixed_z: Optional[Dict[int, torch.Tensor]] = None
-           ) -> List[torch.Tensor]:
+           generator: Optional[torch.Generator], fixed_z: Optional[Dict[int, torch.Tensor]] = None,
+           z_bits: Optional[Dict[str, torch.Tensor]] = None, z_step: float = 0.5) -> List[torch.Tensor]:
     """``y_K ~ p(y_K | u)`` and down to x; returns ``[x, y_1, ..., y_K]``."""
     K = model.levels
     levels: Levels = [None] * (K + 1)
     levels[K] = decode_level(model.p_top(None, u), decode, temperature, generator)
-    return descend(model, levels, u, K, fixed_z, decode, temperature, generator)
+    return descend(model, levels, u, K, fixed_z, decode, temperature, generator, z_bits, z_step)
+
+
+def quantise(z: torch.Tensor, step: float) -> torch.Tensor:
+    """A latent rounded to the grid of ``step`` (what a code sends)."""
+    return torch.round(z / step) * step
+
+
+def grid_bits(prior, z: torch.Tensor, step: float) -> torch.Tensor:
+    """Bits per example to send a latent on the grid of ``step`` under a Gaussian ``prior`` (with
+    ``mean``/``std``): ``-log2`` of the prior's mass of each grid cell, summed: ``(B,)``."""
+    normal = torch.distributions.Normal(prior.mean.double(), prior.std.double())
+    z = z.double()
+    mass = (normal.cdf(z + step / 2) - normal.cdf(z - step / 2)).clamp_min(1e-300)
+    return -torch.log2(mass).flatten(1).sum(1)
 
 
 # --------------------------------------------------------------------------- what is sent
@@ -126,14 +146,17 @@ def sent_bits(model: SelfVAE, terms: Terms, names: Sequence[str]) -> Dict[str, t
 
 
 def _result(model: SelfVAE, levels: List[torch.Tensor], inference: Inference, names: Sequence[str],
-            generator: Optional[torch.Generator], samples: int = 8) -> ModeResult:
-    """A :class:`ModeResult` with the bits of the sent variables, from the mode's own inference."""
+            generator: Optional[torch.Generator], samples: int = 8,
+            receiver_bits: Optional[Dict[str, torch.Tensor]] = None) -> ModeResult:
+    """A :class:`ModeResult` with the bits of the sent variables, from the mode's own inference
+    (``receiver_bits`` replace the ELBO's charge for the variables they name)."""
     bits = {}
     if names:
         # The ELBO terms averaged over a few posterior samples (a single-sample KL is noisy).
         runs = [model.terms_from(inference, generator=generator) for _ in range(samples)]
         terms = {name: torch.stack([r[name] for r in runs]).mean(0) for name in runs[0]}
         bits = sent_bits(model, terms, names)
+        bits.update({name: value.to(bits[name].dtype) for name, value in (receiver_bits or {}).items()})
     return ModeResult(images=levels[0], levels=levels, sent={n: latent_dims(model, n) for n in names},
                       sent_bits=bits)
 
@@ -171,15 +194,27 @@ def cond_generate(model: SelfVAE, y: torch.Tensor, level: int, temperature: floa
 
 @torch.no_grad()
 def cond_reconstruct(model: SelfVAE, x: torch.Tensor, level: int, decode: str = "mode", latents: str = "mean",
-                     generator: Optional[torch.Generator] = None) -> ModeResult:
+                     generator: Optional[torch.Generator] = None, z_step: Optional[float] = None) -> ModeResult:
     """Conditional reconstruction of x* from ``y_k* = d(x*)`` and ``z_1..z_k ~ q(z_j | y_{j-1}*)``:
-    ``y_{j-1} ~ p(y_{j-1} | y_j, z_j)`` for j = k..1. Sends ``y_k, z_1..z_k``."""
+    ``y_{j-1} ~ p(y_{j-1} | y_j, z_j)`` for j = k..1. Sends ``y_k, z_1..z_k``.
+
+    With ``z_step`` the z's are rounded to that grid and charged under the priors a receiver can
+    form, ``p(z_j | y_j^, z_{j+1})`` with its reconstructed ``y_j^`` (the top one conditioned on the
+    posterior mean of the latent above level k), as ``python -m selfvae.compress --level k
+    --with-z`` codes them; without it, each z is charged its ELBO term (the true levels)."""
     check_level_index(model, level)
     inference = model.infer(x)
     levels: Levels = [None] * level + inference.levels[level:]
     fixed = {j: choose_latent(inference.q_z[j - 1], latents, 1.0, generator) for j in range(1, level + 1)}
-    filled = descend(model, levels, None, level, fixed, decode, 1.0, generator)
-    return _result(model, filled, inference, [f"y{level}"] + [f"z{j}" for j in range(1, level + 1)], generator)
+    z_bits = None
+    parent = None
+    if z_step is not None:
+        fixed = {j: quantise(z, z_step) for j, z in fixed.items()}
+        z_bits = {}
+        parent = inference.q_u.mean if level == model.levels else inference.q_z[level].mean
+    filled = descend(model, levels, parent, level, fixed, decode, 1.0, generator, z_bits, z_step or 0.5)
+    return _result(model, filled, inference, [f"y{level}"] + [f"z{j}" for j in range(1, level + 1)], generator,
+                   receiver_bits=z_bits)
 
 
 @torch.no_grad()
@@ -193,14 +228,21 @@ def reconstruct1(model: SelfVAE, x: torch.Tensor, decode: str = "mode", latents:
 
 @torch.no_grad()
 def reconstruct2(model: SelfVAE, x: torch.Tensor, decode: str = "mode", latents: str = "mean",
-                 generator: Optional[torch.Generator] = None) -> ModeResult:
+                 generator: Optional[torch.Generator] = None, z_step: Optional[float] = None) -> ModeResult:
     """u ~ q(u | y_K*) -> y_K ~ p(y_K | u); every z_k ~ q(z_k | y_{k-1}*) -> y_{k-1} ~ p(y_{k-1} | y_k, z_k).
-    Sends ``u, z_1..z_K``."""
+    Sends ``u, z_1..z_K``. With ``z_step``, as :func:`cond_reconstruct`: the latents rounded to the
+    grid and each z charged under ``p(z_k | y_k^, z_{k+1}^)`` with the reconstructed ``y_k^``."""
     K, inference = model.levels, model.infer(x)
     u = choose_latent(inference.q_u, latents, 1.0, generator)
     fixed = {k: choose_latent(inference.q_z[k - 1], latents, 1.0, generator) for k in range(1, K + 1)}
-    levels = from_u(model, u, decode, 1.0, generator, fixed_z=fixed)
-    return _result(model, levels, inference, ["u"] + [f"z{k}" for k in range(1, K + 1)], generator)
+    z_bits = None
+    if z_step is not None:
+        u, fixed, z_bits = quantise(u, z_step), {k: quantise(z, z_step) for k, z in fixed.items()}, {}
+        # u's flow prior has no cell masses in closed form: density times cell volume
+        z_bits["u"] = -(model.p_u.log_prob(u).double() / math.log(2.0)) - math.prod(model.u_shape) * math.log2(z_step)
+    levels = from_u(model, u, decode, 1.0, generator, fixed_z=fixed, z_bits=z_bits, z_step=z_step or 0.5)
+    return _result(model, levels, inference, ["u"] + [f"z{k}" for k in range(1, K + 1)], generator,
+                   receiver_bits=z_bits)
 
 
 # --------------------------------------------------------------------------- through u

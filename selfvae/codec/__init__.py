@@ -103,7 +103,7 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
         raise CodecError(f"chunk {chunk}, latent_bits {latent_bits} or z step 2^{z_step_exponent} out of range")
     tiles = _tiles(model, images)
     delta, lowest = 2.0 ** -latent_bits, level or 0
-    levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk)]
+    levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk, lowest)]
     top = torch.cat([lv[lowest] for lv in levels])
     coded = bitsback.encode(model, top, lowest, chunk, delta)
     extra = np.zeros(0, np.uint32)
@@ -159,7 +159,7 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
     total = sum(counts)
     if total > 64 * (len(words) + len(extra)) + 64:
         raise CodecError(f"corrupt header: {total} tiles announced for a stream of {4 * len(words)} bytes")
-    sizes = [min(header.chunk, total - i) for i in range(0, total, header.chunk)]
+    sizes = bitsback.chunk_sizes(total, header.chunk, header.level)
     lowest = header.level
     stop = max(up_to_level, lowest) if header.mode == "lossy" and up_to_level else up_to_level
     chunks, parents = bitsback.decode(model, words, header.seed_words, header.kept_seed_words, sizes, lowest,

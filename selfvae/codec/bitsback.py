@@ -128,8 +128,27 @@ class Encoded:
     parents: List[torch.Tensor]
 
 
-def chunks_of(tiles: torch.Tensor, chunk: int) -> List[torch.Tensor]:
-    return [tiles[i:i + chunk] for i in range(0, tiles.shape[0], chunk)]
+def chunk_sizes(total: int, chunk: int, lowest: int = 0) -> List[int]:
+    """Tiles per batch, starting with one tile and growing up to ``chunk``.
+
+    Only the first pop of the whole stream needs initial bits; later pops take the bits earlier
+    chunks pushed. Level by level (x, ``lowest = 0``) a chunk's first pop (of ``z_1``) takes what
+    earlier chunks pushed for x, which keeps up with batches growing by half (1, 2, 3, 5, 8, 12, ...)
+    as long as x costs at least 1.5 times the popped latents. Chunk by chunk (a lone ``y_k``) a chunk
+    reuses the latents the chunk before it pushed, plus only the small net cost of ``y_k``: batches
+    grow by one tile (1, 2, 3, ...). The encoder adds initial bits where the schedule falls short.
+    """
+    sizes, size = [], 1
+    while total > 0:
+        sizes.append(min(size, chunk, total))
+        total -= sizes[-1]
+        size = max(size + 1, math.ceil(1.5 * size)) if lowest == 0 else size + 1
+    return sizes
+
+
+def chunks_of(tiles: torch.Tensor, chunk: int, lowest: int = 0) -> List[torch.Tensor]:
+    """``tiles`` split into the batches of :func:`chunk_sizes` (the decoder splits identically)."""
+    return list(torch.split(tiles, chunk_sizes(tiles.shape[0], chunk, lowest)))
 
 
 def levels_from(model: SelfVAE, tiles: torch.Tensor, lowest: int) -> Levels:
@@ -140,42 +159,71 @@ def levels_from(model: SelfVAE, tiles: torch.Tensor, lowest: int) -> Levels:
     return levels
 
 
-def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int):
-    K = model.levels
-    stack = Stack(seed_words(seed))
-    z: List[Dict[int, Latent]] = [{} for _ in chunks]
+class _Encoder:
+    """The encoder's operations on one chunk; :func:`encode` calls them in a valid order."""
+
+    def __init__(self, model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int):
+        self.model, self.chunks, self.lowest, self.delta = model, chunks, lowest, delta
+        self.stack = Stack(seed_words(seed))
+        self.z: List[Dict[int, Latent]] = [{} for _ in chunks]
+        self.parents: List[Optional[torch.Tensor]] = [None] * len(chunks)
+
+    def step(self, c: int, k: int) -> None:
+        """Pop z_k under q(z_k | y_{k-1}); push z_{k-1} under its prior; push y_{k-1}."""
+        m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
+        z[k] = pop_latent(s, m.q_z[k - 1](lv[k - 1]), d)
+        if k > self.lowest + 1:
+            push_latent(s, z[k - 1], prior_z(m, k - 1, lv[k - 1], z[k].value), d)
+        push_level(s, likelihood(m, k, lv[k], z[k].value), lv[k - 1])
+
+    def top(self, c: int) -> None:
+        """Pop v under q~(v | y_K); push z_K under p(z_K | y_K, u); push y_K; push v under N(0, I)."""
+        m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
+        K = m.levels
+        v = pop_latent(s, base_posterior(m, lv[K]), d)
+        u = m.p_u.forward_flow(v.value)[0]
+        if K > self.lowest:
+            push_latent(s, z[K], prior_z(m, K, lv[K], u), d)
+        self.parents[c] = z[self.lowest + 1].value if K > self.lowest else u
+        push_level(s, m.p_top(None, u), lv[K])
+        push_latent(s, v, _standard_normal(v.value.shape), d)
+
+
+def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int, level_major: bool):
+    coder = _Encoder(model, chunks, lowest, delta, seed)
+    steps = range(lowest + 1, model.levels + 1)
     phase_start: Dict[str, int] = {}
-    for k in range(lowest + 1, K + 1):  # bottom up
-        phase_start[f"step{k}"] = len(stack.trace) - 1
-        for c, lv in enumerate(chunks):
-            z[c][k] = pop_latent(stack, model.q_z[k - 1](lv[k - 1]), delta)
-            if k > lowest + 1:
-                push_latent(stack, z[c][k - 1], prior_z(model, k - 1, lv[k - 1], z[c][k].value), delta)
-            push_level(stack, likelihood(model, k, lv[k], z[c][k].value), lv[k - 1])
-    phase_start["top"] = len(stack.trace) - 1
-    parents = []
-    for c, lv in enumerate(chunks):
-        v = pop_latent(stack, base_posterior(model, lv[K]), delta)
-        u = model.p_u.forward_flow(v.value)[0]
-        if K > lowest:
-            push_latent(stack, z[c][K], prior_z(model, K, lv[K], u), delta)
-            parents.append(z[c][lowest + 1].value)
-        else:
-            parents.append(u)
-        push_level(stack, model.p_top(None, u), lv[K])
-        push_latent(stack, v, _standard_normal(v.value.shape), delta)
-    return stack, phase_start, parents
+    if level_major:
+        for k in steps:  # bottom up, every chunk at each level
+            phase_start[f"step{k}"] = len(coder.stack.trace) - 1
+            for c in range(len(chunks)):
+                coder.step(c, k)
+        phase_start["top"] = len(coder.stack.trace) - 1
+        for c in range(len(chunks)):
+            coder.top(c)
+    else:
+        for c in range(len(chunks)):  # chunk by chunk: a chunk's pops reuse what the one before pushed
+            for k in steps:
+                coder.step(c, k)
+            coder.top(c)
+    return coder.stack, phase_start, coder.parents
 
 
 @torch.no_grad()
 def encode(model: SelfVAE, tiles: torch.Tensor, lowest: int, chunk: int, delta: float) -> Encoded:
-    """Bits-back encode level ``lowest`` of ``tiles`` (uint8 ``(N, C, h, w)`` at that level's spec)."""
-    chunks = [levels_from(model, t, lowest) for t in chunks_of(tiles, chunk)]
-    first = chunks[0][lowest] if lowest < model.levels else chunks[0][model.levels]
+    """Bits-back encode level ``lowest`` of ``tiles`` (uint8 ``(N, C, h, w)`` at that level's spec).
+
+    x (``lowest = 0``) is coded level by level across chunks, so that a decoder meets every tile's
+    coarse levels first. A lone ``y_k`` (a lossy file) is coded chunk by chunk instead: its latents
+    cost more to pop than ``y_k`` leaves on the stack, so level by level would need the initial bits
+    of every chunk, chunk by chunk only the first chunk's."""
+    chunks = [levels_from(model, t, lowest) for t in chunks_of(tiles, chunk, lowest)]
+    level_major = lowest == 0
+    first = chunks[0][lowest]
     dims = first.shape[0] * (math.prod(model.z_shapes[lowest]) if lowest < model.levels else model.p_u.dims)
-    seed = 64 + dims * 20 // 32  # ~20 bits per latent dimension of the first pop; doubled until enough
+    seed = 64 + dims * 20 // 32  # ~20 bits per latent dimension of the first pop; grown until enough
     while True:
-        stack, phase_start, parents = _encode_once(model, chunks, lowest, delta, seed)
+        stack, phase_start, parents = _encode_once(model, chunks, lowest, delta, seed, level_major)
         if stack.low > 4:
             break
         seed *= 4
@@ -188,9 +236,11 @@ def encode(model: SelfVAE, tiles: torch.Tensor, lowest: int, chunk: int, delta: 
     # there, plus the words under it that the coder's head spans (as kept is below the lowest point)
     final, head = stack.size, stack.low - kept
     trace = np.asarray(stack.trace)
-    preview = {model.levels: int(final - trace[phase_start["top"]:].min()) + head}
-    for k in range(lowest + 1, model.levels + 1):
-        preview[k - 1] = int(final - trace[phase_start[f"step{k}"]:].min()) + head
+    preview = {k: final - kept for k in range(lowest, model.levels + 1)}  # chunk by chunk: all of it
+    if level_major:
+        preview[model.levels] = int(final - trace[phase_start["top"]:].min()) + head
+        for k in range(lowest + 1, model.levels + 1):
+            preview[k - 1] = int(final - trace[phase_start[f"step{k}"]:].min()) + head
     return Encoded(words[kept:], seed, kept, preview, parents)
 
 
@@ -202,42 +252,67 @@ def _check_depth(stack: Stack, kept: int) -> None:
         raise CodecError("corrupt data: the stream ends before the images its header announces")
 
 
+class _Decoder:
+    """The decoder's operations on one chunk, each the exact reverse of an :class:`_Encoder` one."""
+
+    def __init__(self, model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[int], lowest: int,
+                 delta: float):
+        self.model, self.sizes, self.lowest, self.delta, self.kept = model, sizes, lowest, delta, kept
+        self.stack = Stack(np.concatenate([seed_words(seed)[:kept], words]).astype(np.uint32))
+        K = model.levels
+        self.chunks: List[Levels] = [[None] * (K + 1) for _ in sizes]
+        self.z: List[Dict[int, Latent]] = [{} for _ in sizes]
+        self.parents: List[Optional[torch.Tensor]] = [None] * len(sizes)
+
+    def top(self, c: int) -> None:
+        m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
+        K = m.levels
+        v = pop_latent(s, _standard_normal((self.sizes[c],) + m.u_shape), d)
+        u = m.p_u.forward_flow(v.value)[0]
+        lv[K] = pop_level(s, m.p_top(None, u))
+        if K > self.lowest:
+            z[K] = pop_latent(s, prior_z(m, K, lv[K], u), d)
+        else:
+            self.parents[c] = u
+        push_latent(s, v, base_posterior(m, lv[K]), d)
+        _check_depth(s, self.kept)
+
+    def step(self, c: int, k: int) -> None:
+        m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
+        lv[k - 1] = pop_level(s, likelihood(m, k, lv[k], z[k].value))
+        if k > self.lowest + 1:
+            z[k - 1] = pop_latent(s, prior_z(m, k - 1, lv[k - 1], z[k].value), d)
+        else:
+            self.parents[c] = z[k].value
+        push_latent(s, z[k], m.q_z[k - 1](lv[k - 1]), d)
+        _check_depth(s, self.kept)
+
+
 @torch.no_grad()
 def decode(model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[int], lowest: int,
            delta: float, up_to: Optional[int] = None) -> Tuple[List[Levels], List[torch.Tensor]]:
-    """Decode the chunks (of ``sizes`` tiles) down to level ``up_to`` (default ``lowest``).
+    """Decode the chunks (of ``sizes`` tiles) down to level ``up_to`` (default ``lowest``), in the
+    order :func:`encode` used (level by level for ``lowest = 0``, else chunk by chunk).
 
     Returns every chunk's levels (``None`` below ``up_to``) and the latent its lowest level was
-    coded with (as :class:`Encoded` ``parents``). Raises :class:`CodecError` if the stream does not
-    return to its seed after a full decode (a corrupted or foreign stream)."""
+    coded with (as :class:`Encoded` ``parents``). Raises :class:`CodecError` if the stream runs out
+    early or does not return to its seed after a full decode (a corrupted or foreign stream)."""
     K = model.levels
-    up_to = lowest if up_to is None else up_to
-    stack = Stack(np.concatenate([seed_words(seed)[:kept], words]).astype(np.uint32))
+    up_to = lowest if up_to is None else max(up_to, lowest)
+    coder = _Decoder(model, words, seed, kept, sizes, lowest, delta)
     order = list(reversed(range(len(sizes))))
-    chunks: List[Levels] = [[None] * (K + 1) for _ in sizes]
-    z: List[Dict[int, Latent]] = [{} for _ in sizes]
-    parents: List[Optional[torch.Tensor]] = [None] * len(sizes)
-    for c in order:
-        v = pop_latent(stack, _standard_normal((sizes[c],) + model.u_shape), delta)
-        u = model.p_u.forward_flow(v.value)[0]
-        chunks[c][K] = pop_level(stack, model.p_top(None, u))
-        if K > lowest:
-            z[c][K] = pop_latent(stack, prior_z(model, K, chunks[c][K], u), delta)
-        else:
-            parents[c] = u
-        push_latent(stack, v, base_posterior(model, chunks[c][K]), delta)
-        _check_depth(stack, kept)
-    for k in range(K, max(lowest, up_to), -1):
+    if lowest == 0:
         for c in order:
-            lv = chunks[c]
-            lv[k - 1] = pop_level(stack, likelihood(model, k, lv[k], z[c][k].value))
-            if k > lowest + 1:
-                z[c][k - 1] = pop_latent(stack, prior_z(model, k - 1, lv[k - 1], z[c][k].value), delta)
-            else:
-                parents[c] = z[c][k].value
-            push_latent(stack, z[c][k], model.q_z[k - 1](lv[k - 1]), delta)
-            _check_depth(stack, kept)
-    if up_to <= lowest and not np.array_equal(stack.words(), seed_words(seed)):
+            coder.top(c)
+        for k in range(K, up_to, -1):
+            for c in order:
+                coder.step(c, k)
+    else:
+        for c in order:
+            coder.top(c)
+            for k in range(K, lowest, -1):
+                coder.step(c, k)
+    if up_to == lowest and not np.array_equal(coder.stack.words(), seed_words(seed)):
         raise CodecError("corrupt data: the stream did not decode back to its initial state (the file is "
                          "damaged, or was not made with this model)")
-    return chunks, parents  # type: ignore[return-value]
+    return coder.chunks, coder.parents  # type: ignore[return-value]

@@ -14,7 +14,7 @@ model fingerprint       32 B    SHA-256 of the model's config and weights
 latent_bits             u8      latents are coded on a grid of step ``2**-latent_bits``
 z_step_exponent         i8      lossy ``z`` is quantised with step ``2**z_step_exponent``
 tile                    u16     the model's image side S: images are cut into S x S tiles
-chunk                   u16     tiles coded together (the decoder must use the same batches)
+chunk                   u16     at most this many tiles coded together (batches 1, 2, 3, 5, ... up to it)
 seed_words              u32     length of the pseudo-random seed the stream started from
 kept_seed_words         u32     its bottom words that no pop reached (not stored; rebuilt)
 images                  u32     number of images N
