@@ -75,7 +75,7 @@ def test_a_crafted_pickle_is_not_executed(tmp_path):
     model, _ = tiny("downscale", 1)
     crafted = tmp_path / "crafted.pt"
     torch.save({"format": "selfvae-checkpoint", "version": 2, "config": model.config.to_dict(),
-                "model": model.state_dict(), "payload": _Trap(str(victim))}, crafted)
+                "model": model.state_dict(), "payload": _Trap(str(victim))}, crafted, pickle_protocol=2)
     with pytest.raises(CheckpointError, match="other than tensors and plain values"):
         load_model(str(crafted))
     assert not victim.exists()
