@@ -18,7 +18,6 @@ Prints the median time per batch of 32 uint8 images at 3x32x32 and 3x64x64.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 

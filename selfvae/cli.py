@@ -71,32 +71,20 @@ def _number(kind: type, text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return int(value)
+def _at_least(kind: type, minimum: float, strict: bool = False) -> Callable[[str], float]:
+    """An argument type: a ``kind`` number >= ``minimum`` (> with ``strict``)."""
+    def parse(text: str):
+        value = _number(kind, text)
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {value}")
+        return value
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return int(value)
-
-
-def positive_float(text: str) -> float:
-    value = _number(float, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+positive_int = _at_least(int, 1)
+nonnegative_int = _at_least(int, 0)
+positive_float = _at_least(float, 0.0, strict=True)
+nonnegative_float = _at_least(float, 0.0)
 
 
 def open_fraction(text: str) -> float:

@@ -18,8 +18,6 @@ import sys
 import time
 from typing import List, Optional
 
-import numpy as np
-
 from transforms.imageio import read_image
 
 from . import cli, codec

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from . import cli, modes
 from .augment import augment
 from .checkpoint import read_checkpoint, remove_stale_temporaries, save_checkpoint
-from .config import (AUGMENTATIONS, PRECISIONS, SCHEDULES, ConfigError, ModelConfig, TrainConfig, make_config,
+from .config import (AUGMENTATIONS, PRECISIONS, SCHEDULES, ModelConfig, TrainConfig, make_config,
                      make_train_config, parse_overrides, MODEL_PRESETS)
 from .datasets import Splits, load_splits, split_changes
 from .evaluation import elbo, evaluating, format_likelihood, likelihood, write_json

@@ -104,8 +104,7 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
     tiles = _tiles(model, images)
     delta, lowest = 2.0 ** -latent_bits, level or 0
     levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk, lowest)]
-    top = torch.cat([lv[lowest] for lv in levels])
-    coded = bitsback.encode(model, top, lowest, chunk, delta)
+    coded = bitsback.encode(model, levels, lowest, delta)
     extra = np.zeros(0, np.uint32)
     level_sums = [bytes(8)] * (K + 1)
     for k in range(lowest, K + 1):
@@ -146,9 +145,10 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
     :class:`CodecError` naming any problem with the file."""
     header, words, extra = container.read(data)
     model = _cpu_model(model)
-    if header.fingerprint != model_fingerprint(model):
+    fingerprint = model_fingerprint(model)
+    if header.fingerprint != fingerprint:
         raise CodecError(f"the file was made with another model (fingerprint {header.fingerprint.hex()[:16]}); "
-                         f"this model's is {model_fingerprint(model).hex()[:16]}")
+                         f"this model's is {fingerprint.hex()[:16]}")
     K, tile = model.levels, model.specs[0].height
     if len(header.preview_words) != K + 1 or header.tile != tile:
         raise CodecError(f"corrupt header: {len(header.preview_words)} levels of {header.tile}-pixel tiles for a "

@@ -210,14 +210,14 @@ def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float
 
 
 @torch.no_grad()
-def encode(model: SelfVAE, tiles: torch.Tensor, lowest: int, chunk: int, delta: float) -> Encoded:
-    """Bits-back encode level ``lowest`` of ``tiles`` (uint8 ``(N, C, h, w)`` at that level's spec).
+def encode(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float) -> Encoded:
+    """Bits-back encode level ``lowest`` of every chunk's levels (:func:`levels_from` of the batches
+    of :func:`chunks_of`; only the levels at and above ``lowest`` are read).
 
     x (``lowest = 0``) is coded level by level across chunks, so that a decoder meets every tile's
     coarse levels first. A lone ``y_k`` (a lossy file) is coded chunk by chunk instead: its latents
     cost more to pop than ``y_k`` leaves on the stack, so level by level would need the initial bits
     of every chunk, chunk by chunk only the first chunk's."""
-    chunks = [levels_from(model, t, lowest) for t in chunks_of(tiles, chunk, lowest)]
     level_major = lowest == 0
     first = chunks[0][lowest]
     dims = first.shape[0] * (math.prod(model.z_shapes[lowest]) if lowest < model.levels else model.p_u.dims)
