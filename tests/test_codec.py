@@ -165,6 +165,38 @@ def test_previews_are_the_exact_upper_levels_and_need_fewer_bytes(models):
     assert words_needed[3] < len(words)
 
 
+def test_gray_images_send_one_channel_and_round_trip_beside_rgb(models):
+    """A gray image's tiles send channel 0 alone at every level (the decoder copies it): fewer bytes
+    than the same pixels as an RGB image, exact in a file that mixes gray and RGB tiles in one batch,
+    lossless and lossy."""
+    model = models[("downscale", 3)]
+    gray = smooth_images(1, 40, 35, channels=1, seed=11)[0].numpy()
+    rgb = smooth_images(1, 20, 30, seed=12)[0].numpy()
+    as_rgb = np.repeat(gray, 3, axis=0)
+    one, three = codec.encode(model, [gray]), codec.encode(model, [as_rgb])
+    assert container.read(one)[0].gray and not container.read(three)[0].gray
+    assert len(one) < 0.7 * len(three)
+    mixed = codec.encode(model, [rgb, gray, as_rgb])
+    out = codec.decode(model, mixed)
+    assert [im.shape for im in out.images] == [rgb.shape, gray.shape, as_rgb.shape]
+    for got, want in zip(out.images, [rgb, gray, as_rgb]):
+        assert np.array_equal(got, want)
+    lossy = codec.decode(model, codec.encode(model, [gray, rgb], level=2, with_z=True))
+    assert lossy.images[0].shape == gray.shape and lossy.images[1].shape == rgb.shape
+
+
+def test_gray_coding_is_off_when_a_level_is_not_gray():
+    from selfvae.codec import bitsback
+    gray_level = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    colour = gray_level.clone()
+    colour[1, 2, 0, 0] = 7
+    mask = [torch.tensor([True, True])]
+    assert bitsback.gray_masks([[gray_level]], mask, 0) is mask
+    assert bitsback.gray_masks([[colour]], mask, 0) is None
+    assert bitsback.gray_masks([[colour]], [torch.tensor([True, False])], 0) is not None
+    assert bitsback.gray_masks([[colour]], [torch.tensor([False, False])], 0) is None
+
+
 # --------------------------------------------------------------------------- lossy
 def test_lossy_operating_points(models):
     model = models[("downscale", 3)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -82,6 +82,13 @@ def _tiles(model: SelfVAE, images: List[np.ndarray]) -> torch.Tensor:
     return torch.cat([tiling.to_tiles(im, spec.height, spec.channels) for im in images])
 
 
+def _gray_tiles(model: SelfVAE, shapes: Sequence[Tuple[int, int, int]]) -> torch.Tensor:
+    """bool per tile: it comes from a gray image (``shapes``: channels, height, width per image)."""
+    tile = model.specs[0].height
+    counts = tiling.tile_counts([(h, w) for _, h, w in shapes], tile)
+    return torch.cat([torch.full((n,), c == 1 and model.specs[0].channels > 1) for (c, _, _), n in zip(shapes, counts)])
+
+
 @torch.no_grad()
 def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None, *, level: Optional[int] = None,
            with_z: bool = False, chunk: int = DEFAULT_CHUNK, latent_bits: int = DEFAULT_LATENT_BITS,
@@ -104,7 +111,9 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
     tiles = _tiles(model, images)
     delta, lowest = 2.0 ** -latent_bits, level or 0
     levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk, lowest)]
-    coded = bitsback.encode(model, levels, lowest, delta)
+    gray_tiles = _gray_tiles(model, [im.shape for im in images])
+    gray = bitsback.gray_masks(levels, list(torch.split(gray_tiles, [len(lv[0]) for lv in levels])), lowest)
+    coded = bitsback.encode(model, levels, lowest, delta, gray)
     extra = np.zeros(0, np.uint32)
     level_sums = [bytes(8)] * (K + 1)
     for k in range(lowest, K + 1):
@@ -121,7 +130,8 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
     header = Header("lossless" if level is None else "lossy", level or 0, with_z, model_fingerprint(model),
                     latent_bits, z_step_exponent, model.specs[0].height, chunk, coded.seed_words, coded.kept,
                     [coded.preview_words.get(k, 0) for k in range(K + 1)], level_sums,
-                    [ImageEntry(im.shape[0], im.shape[1], im.shape[2], name) for im, name in zip(images, names)])
+                    [ImageEntry(im.shape[0], im.shape[1], im.shape[2], name) for im, name in zip(images, names)],
+                    gray is not None)
     return container.write(header, coded.words, extra)
 
 
@@ -162,9 +172,10 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
     sizes = bitsback.chunk_sizes(total, header.chunk, header.level)
     lowest = header.level
     stop = max(up_to_level, lowest) if header.mode == "lossy" and up_to_level else up_to_level
-    chunks, parents = bitsback.decode(model, words, header.seed_words, header.kept_seed_words, sizes, lowest,
-                                      2.0 ** -header.latent_bits, up_to=max(stop, lowest))
     shapes = [(e.channels, e.height, e.width) for e in header.images]
+    gray = list(torch.split(_gray_tiles(model, shapes), sizes)) if header.gray else None
+    chunks, parents = bitsback.decode(model, words, header.seed_words, header.kept_seed_words, sizes, lowest,
+                                      2.0 ** -header.latent_bits, up_to=max(stop, lowest), gray=gray)
     if stop > 0:
         previews = torch.cat([c[stop] for c in chunks])
         _verify(tiles_checksum(previews) == header.level_checksums[stop], f"level {stop}")

@@ -45,22 +45,55 @@ Levels = List[Optional[torch.Tensor]]
 
 
 # --------------------------------------------------------------------------- levels and latents
-def push_level(stack: Stack, dist: DiscretizedLogisticMixture, value: torch.Tensor) -> None:
-    """Push a level (integer ``(B, C, H, W)``) channel by channel, last channel first."""
-    for c in reversed(range(value.shape[1])):
+def push_level(stack: Stack, dist: DiscretizedLogisticMixture, value: torch.Tensor,
+               gray: Optional[torch.Tensor] = None) -> None:
+    """Push a level (integer ``(B, C, H, W)``) channel by channel, last channel first. Tiles marked in
+    ``gray`` (bool ``(B,)``; their channels are equal) send channel 0 alone: the decoder copies it."""
+    B, C = value.shape[:2]
+    for c in reversed(range(C)):
         table = integer_table(dist.channel_pmf(c, value[:, :c] if c else None))
-        stack.push_values(value[:, c], table)
+        values = value[:, c]
+        if c and gray is not None:
+            keep = ~gray
+            table, values = table.reshape(B, -1, table.shape[-1])[keep.numpy()].reshape(-1, table.shape[-1]), \
+                values[keep]
+        if values.numel():
+            stack.push_values(values, table)
 
 
-def pop_level(stack: Stack, dist: DiscretizedLogisticMixture) -> torch.Tensor:
-    """Pop a level channel by channel (channel 0 first): uint8 ``(B, C, H, W)``."""
+def pop_level(stack: Stack, dist: DiscretizedLogisticMixture, gray: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Pop a level channel by channel (channel 0 first): uint8 ``(B, C, H, W)``; tiles marked in
+    ``gray`` take channel 0 for every channel (see :func:`push_level`)."""
     B, C, H, W = dist.shape
     values: List[torch.Tensor] = []
     for c in range(C):
         previous = torch.stack(values, dim=1) if c else None
-        symbols = stack.pop_values(integer_table(dist.channel_pmf(c, previous)))
+        table = integer_table(dist.channel_pmf(c, previous))
+        if c and gray is not None:
+            channel = values[0].clone()
+            keep = ~gray
+            if keep.any():
+                rows = table.reshape(B, -1, table.shape[-1])[keep.numpy()].reshape(-1, table.shape[-1])
+                channel[keep] = torch.from_numpy(stack.pop_values(rows).astype(np.int64)).reshape(-1, H, W)
+            values.append(channel)
+            continue
+        symbols = stack.pop_values(table)
         values.append(torch.from_numpy(symbols.astype(np.int64)).reshape(B, H, W))
     return torch.stack(values, dim=1).to(torch.uint8)
+
+
+def gray_masks(chunks: List[Levels], gray: List[torch.Tensor], lowest: int) -> Optional[List[torch.Tensor]]:
+    """The per-chunk masks of gray tiles if every level the code sends keeps them gray (equal
+    channels, as channel-wise transforms do), else None: then every tile codes all its channels."""
+    if not any(bool(g.any()) for g in gray):
+        return None
+    for levels, mask in zip(chunks, gray):
+        for level in levels[lowest:]:
+            if level.shape[1] > 1 and mask.any():
+                tiles = level[mask]
+                if not bool((tiles == tiles[:, :1]).all()):
+                    return None
+    return gray
 
 
 def base_posterior(model: SelfVAE, y_top: torch.Tensor) -> Normal:
@@ -162,8 +195,10 @@ def levels_from(model: SelfVAE, tiles: torch.Tensor, lowest: int) -> Levels:
 class _Encoder:
     """The encoder's operations on one chunk; :func:`encode` calls them in a valid order."""
 
-    def __init__(self, model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int):
+    def __init__(self, model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int,
+                 gray: Optional[List[torch.Tensor]]):
         self.model, self.chunks, self.lowest, self.delta = model, chunks, lowest, delta
+        self.gray = gray or [None] * len(chunks)
         self.stack = Stack(seed_words(seed))
         self.z: List[Dict[int, Latent]] = [{} for _ in chunks]
         self.parents: List[Optional[torch.Tensor]] = [None] * len(chunks)
@@ -174,7 +209,7 @@ class _Encoder:
         z[k] = pop_latent(s, m.q_z[k - 1](lv[k - 1]), d)
         if k > self.lowest + 1:
             push_latent(s, z[k - 1], prior_z(m, k - 1, lv[k - 1], z[k].value), d)
-        push_level(s, likelihood(m, k, lv[k], z[k].value), lv[k - 1])
+        push_level(s, likelihood(m, k, lv[k], z[k].value), lv[k - 1], self.gray[c])
 
     def top(self, c: int) -> None:
         """Pop v under q~(v | y_K); push z_K under p(z_K | y_K, u); push y_K; push v under N(0, I)."""
@@ -185,12 +220,13 @@ class _Encoder:
         if K > self.lowest:
             push_latent(s, z[K], prior_z(m, K, lv[K], u), d)
         self.parents[c] = z[self.lowest + 1].value if K > self.lowest else u
-        push_level(s, m.p_top(None, u), lv[K])
+        push_level(s, m.p_top(None, u), lv[K], self.gray[c])
         push_latent(s, v, _standard_normal(v.value.shape), d)
 
 
-def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int, level_major: bool):
-    coder = _Encoder(model, chunks, lowest, delta, seed)
+def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int, level_major: bool,
+                 gray: Optional[List[torch.Tensor]]):
+    coder = _Encoder(model, chunks, lowest, delta, seed, gray)
     steps = range(lowest + 1, model.levels + 1)
     phase_start: Dict[str, int] = {}
     if level_major:
@@ -210,9 +246,12 @@ def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float
 
 
 @torch.no_grad()
-def encode(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float) -> Encoded:
+def encode(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float,
+           gray: Optional[List[torch.Tensor]] = None) -> Encoded:
     """Bits-back encode level ``lowest`` of every chunk's levels (:func:`levels_from` of the batches
-    of :func:`chunks_of`; only the levels at and above ``lowest`` are read).
+    of :func:`chunks_of`; only the levels at and above ``lowest`` are read). ``gray``: per chunk, a
+    bool ``(B,)`` mask of tiles whose levels all have equal channels (:func:`gray_masks`), coded as
+    one channel.
 
     x (``lowest = 0``) is coded level by level across chunks, so that a decoder meets every tile's
     coarse levels first. A lone ``y_k`` (a lossy file) is coded chunk by chunk instead: its latents
@@ -223,7 +262,7 @@ def encode(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float) -> E
     dims = first.shape[0] * (math.prod(model.z_shapes[lowest]) if lowest < model.levels else model.p_u.dims)
     seed = 64 + dims * 20 // 32  # ~20 bits per latent dimension of the first pop; grown until enough
     while True:
-        stack, phase_start, parents = _encode_once(model, chunks, lowest, delta, seed, level_major)
+        stack, phase_start, parents = _encode_once(model, chunks, lowest, delta, seed, level_major, gray)
         if stack.low > 4:
             break
         seed *= 4
@@ -256,8 +295,9 @@ class _Decoder:
     """The decoder's operations on one chunk, each the exact reverse of an :class:`_Encoder` one."""
 
     def __init__(self, model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[int], lowest: int,
-                 delta: float):
+                 delta: float, gray: Optional[List[torch.Tensor]]):
         self.model, self.sizes, self.lowest, self.delta, self.kept = model, sizes, lowest, delta, kept
+        self.gray = gray or [None] * len(sizes)
         self.stack = Stack(np.concatenate([seed_words(seed)[:kept], words]).astype(np.uint32))
         K = model.levels
         self.chunks: List[Levels] = [[None] * (K + 1) for _ in sizes]
@@ -269,7 +309,7 @@ class _Decoder:
         K = m.levels
         v = pop_latent(s, _standard_normal((self.sizes[c],) + m.u_shape), d)
         u = m.p_u.forward_flow(v.value)[0]
-        lv[K] = pop_level(s, m.p_top(None, u))
+        lv[K] = pop_level(s, m.p_top(None, u), self.gray[c])
         if K > self.lowest:
             z[K] = pop_latent(s, prior_z(m, K, lv[K], u), d)
         else:
@@ -279,7 +319,7 @@ class _Decoder:
 
     def step(self, c: int, k: int) -> None:
         m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
-        lv[k - 1] = pop_level(s, likelihood(m, k, lv[k], z[k].value))
+        lv[k - 1] = pop_level(s, likelihood(m, k, lv[k], z[k].value), self.gray[c])
         if k > self.lowest + 1:
             z[k - 1] = pop_latent(s, prior_z(m, k - 1, lv[k - 1], z[k].value), d)
         else:
@@ -290,7 +330,8 @@ class _Decoder:
 
 @torch.no_grad()
 def decode(model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[int], lowest: int,
-           delta: float, up_to: Optional[int] = None) -> Tuple[List[Levels], List[torch.Tensor]]:
+           delta: float, up_to: Optional[int] = None,
+           gray: Optional[List[torch.Tensor]] = None) -> Tuple[List[Levels], List[torch.Tensor]]:
     """Decode the chunks (of ``sizes`` tiles) down to level ``up_to`` (default ``lowest``), in the
     order :func:`encode` used (level by level for ``lowest = 0``, else chunk by chunk).
 
@@ -299,7 +340,7 @@ def decode(model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[
     early or does not return to its seed after a full decode (a corrupted or foreign stream)."""
     K = model.levels
     up_to = lowest if up_to is None else max(up_to, lowest)
-    coder = _Decoder(model, words, seed, kept, sizes, lowest, delta)
+    coder = _Decoder(model, words, seed, kept, sizes, lowest, delta, gray)
     order = list(reversed(range(len(sizes))))
     if lowest == 0:
         for c in order:

@@ -9,7 +9,8 @@ magic                   4 B     ``b"SVAE"``
 version                 u8      1
 mode                    u8      0 lossless (bits-back over the hierarchy), 1 lossy
 level                   u8      lossy: the level k whose ``y_k`` is sent; lossless: 0
-flags                   u8      bit 0: lossy file also sends ``z_1..z_k``
+flags                   u8      bit 0: lossy file also sends ``z_1..z_k``; bit 1: the tiles of
+                                gray images (channels 1 below) send one channel at every level
 model fingerprint       32 B    SHA-256 of the model's config and weights
 latent_bits             u8      latents are coded on a grid of step ``2**-latent_bits``
 z_step_exponent         i8      lossy ``z`` is quantised with step ``2**z_step_exponent``
@@ -90,6 +91,7 @@ class Header:
     preview_words: List[int]
     level_checksums: List[bytes]
     images: List[ImageEntry] = field(default_factory=list)
+    gray: bool = False  # tiles of gray images coded as one channel
 
 
 def model_fingerprint(model: torch.nn.Module) -> bytes:
@@ -117,7 +119,7 @@ def write(header: Header, stream: np.ndarray, extra: np.ndarray) -> bytes:
     out = io.BytesIO()
     out.write(MAGIC)
     out.write(struct.pack("<BBBB", VERSION, {v: k for k, v in MODES.items()}[header.mode], header.level,
-                          int(header.with_z)))
+                          int(header.with_z) | int(header.gray) << 1))
     out.write(header.fingerprint)
     out.write(struct.pack("<BbHHIIIB", header.latent_bits, header.z_step_exponent, header.tile, header.chunk,
                           header.seed_words, header.kept_seed_words, len(header.images), len(header.preview_words)))
@@ -167,7 +169,7 @@ def read(data: bytes):
         raise CodecError(f"the file was written by {newer} selfvae (format version {version}); this one reads "
                          f"version {VERSION}")
     _check(mode in MODES, f"unknown mode {mode}")
-    _check(flags in (0, 1), f"unknown flags {flags}")
+    _check(flags < 4, f"unknown flags {flags}")
     fingerprint = r.take(32, "model fingerprint")
     latent_bits, z_exp, tile, chunk, seed, kept, n_images, n_levels = r.unpack("<BbHHIIIB", "header")
     _check(2 <= latent_bits <= 16, f"latent grid 2^-{latent_bits}")
@@ -208,5 +210,5 @@ def read(data: bytes):
         raise CodecError("corrupt data: the payload's CRC-32 does not match (the file is damaged)")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     header = Header(MODES[mode], level, bool(flags & 1), fingerprint, latent_bits, z_exp, tile, chunk, seed, kept,
-                    preview, level_checksums, images)
+                    preview, level_checksums, images, bool(flags & 2))
     return header, words[:stream_words], words[stream_words:]

@@ -3,7 +3,9 @@
 An image ``(C, H, W)`` is padded on the right and bottom by repeating its last row and
 column up to multiples of the tile side S, then cut into ``ceil(H/S) * ceil(W/S)`` tiles in
 row-major order. A gray image given to an RGB model is repeated to three equal channels
-(and decoded back to one); an RGB image cannot go through a one-channel model.
+(and decoded back to one); its tiles then send channel 0 alone at every level whose channels
+stay equal (see :func:`selfvae.codec.bitsback.push_level`). An RGB image cannot go through a
+one-channel model.
 """
 from __future__ import annotations
 
