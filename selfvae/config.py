@@ -83,6 +83,9 @@ class ModelConfig(_Config):
     components: logistic mixture components of every discretized likelihood.
     flow_couplings, flow_hidden: affine coupling layers of the RealNVP prior and the width
         of their conv nets.
+    z_flow: conditional affine couplings on every conditional prior ``p(z_k | y_k, h_k)``, their
+        nets seeing the features of ``y_k`` and ``h_k`` (:mod:`selfvae.cflow`; width
+        ``flow_hidden``); 0: the diagonal Gaussian of the paper.
     min_logvar, max_logvar: bounds of every Gaussian's log-variance.
     min_log_scale: lower clamp of the logistic log-scales.
     """
@@ -99,6 +102,7 @@ class ModelConfig(_Config):
     components: int = 10
     flow_couplings: int = 4
     flow_hidden: int = 32
+    z_flow: int = 0
     min_logvar: float = -12.0
     max_logvar: float = 6.0
     min_log_scale: float = -7.0
@@ -106,7 +110,10 @@ class ModelConfig(_Config):
     def __post_init__(self) -> None:
         _check_ints(self, ["image_channels", "image_size", "latent_channels", "latent_size", "width", "growth",
                            "components", "flow_couplings", "flow_hidden"], 1)
-        _check_ints(self, ["dense_layers", "blocks"], 0)
+        _check_ints(self, ["dense_layers", "blocks", "z_flow"], 0)
+        if self.z_flow and self.latent_channels < 2:
+            raise ConfigError(f"z_flow splits the latents' channels: latent_channels must be >= 2, got "
+                              f"{self.latent_channels}")
         _check_floats(self, ["min_logvar", "max_logvar", "min_log_scale"])
         if self.min_logvar >= self.max_logvar:
             raise ConfigError(f"min_logvar ({self.min_logvar}) must be below max_logvar ({self.max_logvar})")

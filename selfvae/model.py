@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from transforms import LevelSpec, check_level
 
+from .cflow import ConditionalFlow, FlowGaussian
 from .config import ModelConfig
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from .nets import Branch, GaussianHead, LikelihoodHead, Shape, data_dependent_init, latent_size, to_unit
@@ -65,7 +66,8 @@ class Encoder(nn.Module):
 
 
 class ConditionalPrior(nn.Module):
-    """``p(z_k | y_k, h)`` with ``h = u`` (k = K) or ``h = z_{k+1}``: a diagonal Gaussian over ``latent``.
+    """``p(z_k | y_k, h)`` with ``h = u`` (k = K) or ``h = z_{k+1}``: a diagonal Gaussian over ``latent``,
+    or with ``z_flow`` that Gaussian through a conditional flow (:mod:`selfvae.cflow`).
 
     The ``y`` branch does not depend on the sampled latents; :meth:`condition` computes it
     once per image so that importance sampling can reuse it for every sample.
@@ -79,13 +81,17 @@ class ConditionalPrior(nn.Module):
         self.parent_branch = Branch(parent[0], parent[1], latent[1], *args)
         self.head = GaussianHead(2 * cfg.width, *args[:1], latent[0], *args[1:])
         self.bounds = dict(min_logvar=cfg.min_logvar, max_logvar=cfg.max_logvar)
+        self.flow = ConditionalFlow(latent, 2 * cfg.width, cfg.z_flow, cfg.flow_hidden) if cfg.z_flow else None
 
     def condition(self, level: torch.Tensor) -> torch.Tensor:
         return self.level_branch(to_unit(level, self.level.num_values))
 
-    def forward(self, condition: torch.Tensor, parent: torch.Tensor) -> DiagonalGaussian:
+    def forward(self, condition: torch.Tensor, parent: torch.Tensor) -> Union[DiagonalGaussian, FlowGaussian]:
+        """The prior given ``condition`` (:meth:`condition` of y_k) and the parent latent; with
+        ``z_flow`` the Gaussian is pushed through the conditional flow, context the same features."""
         features = torch.cat([condition, self.parent_branch(parent)], dim=1)
-        return DiagonalGaussian.from_params(self.head(features), **self.bounds)
+        base = DiagonalGaussian.from_params(self.head(features), **self.bounds)
+        return base if self.flow is None else FlowGaussian(base, self.flow, features)
 
 
 class Decoder(nn.Module):

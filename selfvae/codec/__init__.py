@@ -51,6 +51,9 @@ class Decoded:
 
 def _cpu_model(model: SelfVAE) -> SelfVAE:
     """The model on the CPU in eval mode (a copy if it lives elsewhere): the codec's arithmetic."""
+    if model.config.z_flow:
+        raise CodecError(f"the codec codes latents under diagonal-Gaussian conditional priors; this model's priors "
+                         f"are conditional flows (z_flow={model.config.z_flow}), which it does not code yet")
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
     return model.eval()
