@@ -13,7 +13,11 @@ the checkpoint), on ``--dataset/--data-root/--split``, or on any image folder
   level k where it applies, what a receiver must be sent (dimensions and bits under the
   model) and the quality of the result against the original (PSNR, SSIM);
 * parameters per component, and the time to generate a batch of 32 images;
-* optionally FID between generated samples and the evaluation images (``--fid-weights``).
+* optionally FID between generated samples and the evaluation images (``--fid-weights``), and
+  then the parameter efficiency ``1 / (FID x parameters in millions)``;
+* one markdown row (model, chain, parameters, ELBO, IW, sampling time per 32 images, FID,
+  efficiency) that ``--table FILE`` appends to a table, so models evaluated one by one are
+  compared on one table.
 
 ``--json FILE`` writes every figure with the keys of :func:`selfvae.evaluation.likelihood`
 (the same keys as the trainer's ``eval.json``) and ``modes``, ``parameters``,
@@ -34,8 +38,8 @@ import torch
 
 from . import cli
 from .checkpoint import load_model
-from .evaluation import (format_likelihood, format_mode_table, generated_images, generation_time, likelihood,
-                         mode_table, write_json)
+from .evaluation import (comparison_header, comparison_row, format_likelihood, format_mode_table, generated_images,
+                         generation_time, likelihood, mode_table, parameter_efficiency, write_json)
 from .metrics import fid_from_features, inception_features, load_inception
 from .model import SelfVAE, parameter_counts
 
@@ -78,6 +82,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     r.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per batch")
     r.add_argument("--threads", type=cli.positive_int, default=None, help="torch CPU threads")
     r.add_argument("--json", default=None, help="write the figures to this JSON file")
+    r.add_argument("--table", default=None, help="append this model's comparison row to a markdown file "
+                                                  "(header written when the file is new)")
+    r.add_argument("--name", default=None, help="the model's name in the comparison row (default: the "
+                                                 "checkpoint's folder and file)")
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p.parse_args(argv)
 
@@ -88,6 +96,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     if args.folder and args.dataset:
         raise cli.UserError("give either --folder or --dataset, not both")
     json_path = cli.check_output_file(args.json, "--json") if args.json else None  # before the long work
+    table_path = _check_table(args.table) if args.table else None
     device = cli.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,6 +125,14 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     result["modes"] = _modes(model, images[:args.mode_images], device, args) if args.modes else None
     result["mode_images"] = min(args.mode_images, images.shape[0]) if args.modes else 0
     result["fid"] = _fid(model, images, inception, device, args) if inception is not None else None
+    result["parameter_efficiency"] = parameter_efficiency((result["fid"] or {}).get("fid"), counts["total"])
+    name = args.name or os.path.join(os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint))),
+                                     os.path.basename(args.checkpoint))
+    result["comparison_row"] = comparison_row(name, result)
+    print(f"\ncomparison row:\n{comparison_header()}\n{result['comparison_row']}")
+    if table_path:
+        _append_row(table_path, result["comparison_row"])
+        print(f"appended to {table_path}")
     if json_path:
         try:
             write_json(result, json_path)
@@ -123,6 +140,32 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             raise cli.UserError(f"cannot write --json {json_path}: {e}") from None
         print(f"wrote {json_path}")
     return result
+
+
+def _check_table(path: str) -> str:
+    """``--table``: an existing markdown file is appended to only if it is a comparison table."""
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                first = f.readline().rstrip("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise cli.UserError(f"cannot read --table {path}: {e}") from None
+        if first != comparison_header().split("\n")[0]:
+            raise cli.UserError(f"--table {path} exists and is not a selfvae comparison table (its first line "
+                                f"differs); give a new file or one this option wrote")
+        if not os.access(path, os.W_OK):
+            raise cli.UserError(f"cannot write --table {path}")
+        return path
+    return cli.check_output_file(path, "--table")
+
+
+def _append_row(path: str, row: str) -> None:
+    new = not os.path.exists(path)
+    try:
+        with open(path, "a") as f:
+            f.write((comparison_header() + "\n" if new else "") + row + "\n")
+    except OSError as e:
+        raise cli.UserError(f"cannot write --table {path}: {e}") from None
 
 
 def _timing(model: SelfVAE, device: torch.device, args: argparse.Namespace) -> Dict[str, Any]:

@@ -307,6 +307,36 @@ def generated_images(model: SelfVAE, num: int, batch_size: int, seed: int, devic
                           for start in range(0, num, batch_size)])
 
 
+# --------------------------------------------------------------------------- models side by side
+COMPARISON_COLUMNS = ("model", "chain", "z_flow", "parameters (M)", "test ELBO bpd", "IW bpd (samples)",
+                      "ms per 32 samples (device)", "FID", "1 / (FID x M params)")
+
+
+def parameter_efficiency(fid: Optional[float], parameters: int) -> Optional[float]:
+    """``1 / (FID x parameters in millions)`` (higher is better); None without a finite positive FID."""
+    if fid is None or not math.isfinite(fid) or fid <= 0 or parameters <= 0:
+        return None
+    return 1.0 / (fid * parameters / 1e6)
+
+
+def comparison_header() -> str:
+    return "| " + " | ".join(COMPARISON_COLUMNS) + " |\n|" + "---|" * 2 + "---:|" * (len(COMPARISON_COLUMNS) - 2)
+
+
+def comparison_row(name: str, figures: Dict[str, Any]) -> str:
+    """One markdown row of :data:`COMPARISON_COLUMNS` from an evaluation's figures (the dict
+    ``python -m selfvae.evaluate`` returns): models evaluated separately line up in one table."""
+    config, total = figures["config"], figures["parameters"]["total"]
+    timing, fid = figures.get("generation_time"), (figures.get("fid") or {}).get("fid")
+    efficiency = parameter_efficiency(fid, total)
+    iw = f"{figures['iw_bpd']:.3f} ({figures['iw_samples']})" if figures.get("iw_bpd") is not None else "–"
+    ms = f"{timing['median_s'] * 1000 * 32 / timing['batch']:.0f} ({timing['device']})" if timing else "–"
+    cells = [name, config.get("transform") or "(VAE)", str(config.get("z_flow", 0)), f"{total / 1e6:.3f}",
+             f"{figures['elbo_bpd']:.3f}", iw, ms, f"{fid:.2f}" if fid is not None else "–",
+             f"{efficiency:.4f}" if efficiency is not None else "–"]
+    return "| " + " | ".join(cells) + " |"
+
+
 # --------------------------------------------------------------------------- writing figures
 def json_safe(value: Any) -> Any:
     """Nested dicts/lists with non-finite floats replaced by None (strict JSON has no inf/NaN)."""

@@ -117,12 +117,38 @@ def test_json_figures_and_mode_table(setup, capsys):
         rows[("cond-reconstruct", 1)]["sent_bits"]["y1"], rel=0.02)
     assert rows[("cond-generate", 1)]["bits"] > rows[("cond-generate", 2)]["bits"]
 
-    table = [line for line in printed.splitlines() if line.startswith("| ")]
+    mode_lines = printed.split("comparison row:")[0]
+    table = [line for line in mode_lines.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(expected)
     for title in ("generation", "conditional generation", "conditional reconstruction", "reconstruction 1",
                   "reconstruction 2"):
         assert any(line.startswith(f"| {title} |") for line in table), title
     assert "IW bound (16 samples" in printed and "ELBO:" in printed
+
+
+def test_models_line_up_in_one_comparison_table(setup, capsys, tmp_path):
+    root, model, _ = setup
+    table = tmp_path / "models.md"
+    for name in ("first", "second"):
+        assert evaluate.main([str(root / "model.pt"), "--iw-samples", "0", "--no-modes", "--table", str(table),
+                              "--name", name] + FAST) == 0
+    lines = table.read_text().splitlines()
+    assert lines[0] == evaluation.comparison_header().splitlines()[0] and len(lines) == 4
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert len(cells) == len(evaluation.COMPARISON_COLUMNS)
+    total = parameter_counts(model)["total"]
+    assert cells[0] == "first" and cells[1] == "downscale:2" and cells[3] == f"{total / 1e6:.3f}"
+    assert cells[5] == "–" and cells[7] == "–" and cells[8] == "–"  # no IW bound, no FID: no efficiency
+    assert float(cells[6].split()[0]) > 0 and "(cpu)" in cells[6]
+    assert lines[3].startswith("| second |")
+    # 1 / (FID x parameters in millions)
+    assert evaluation.parameter_efficiency(20.0, 2_000_000) == pytest.approx(1 / 40)
+    assert evaluation.parameter_efficiency(None, 2_000_000) is None
+    other = tmp_path / "notes.md"
+    other.write_text("# my notes\n")
+    code = evaluate.main([str(root / "model.pt"), "--table", str(other)] + FAST)
+    assert code == 2 and "not a selfvae comparison table" in capsys.readouterr().err
+    assert other.read_text() == "# my notes\n"
 
 
 def test_iw_bound_is_below_the_same_samples_elbo_and_chunk_invariant(setup):
