@@ -1,0 +1,195 @@
+"""Speed on this machine: training images/s and 512-sample IW-bound images/s for K = 0, 1, 3
+(downscale) at both presets and 32x32 / 64x64, with counted work and peak memory.
+
+    python experiments/benchmark.py --quick            # the CPU half in a few minutes
+    python experiments/benchmark.py                    # everything (on a GPU: bf16 autocast)
+    python experiments/benchmark.py --device cuda --compile
+
+Each configuration runs in a fresh subprocess, so that its peak memory (resident set on the
+CPU, ``max_memory_allocated`` on CUDA) is its own. Training: forward + backward + AdaMax step
+on a fixed batch, median of ``--steps`` timed steps after ``--warmup``; counted work is the
+matmul/conv FLOPs of one step from ``torch.utils.flop_counter`` (forward and backward). On
+CUDA it also reports achieved TFLOP/s and the fraction of the device's dense bf16 peak. IW:
+the 512-sample bound (:func:`selfvae.evaluation.iw_bound`, chunk 32) on ``--iw-images``
+images, reported as images/s and samples/s. Nothing else should run on the machine meanwhile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+# dense bf16 tensor-core peaks (TFLOP/s, no sparsity), from the vendors' data sheets
+BF16_PEAK = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "RTX 4090": 165.0}
+
+
+def peak_tflops(device: torch.device) -> Optional[float]:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in BF16_PEAK.items() if k in name), None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int, iw_images: int, iw_samples: int,
+        device: torch.device, bf16: bool, compile_model: bool, threads: Optional[int]) -> Dict:
+    """Measure one configuration (called in its own process)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from selfvae.config import make_config
+    from selfvae.evaluation import iw_bound
+    from selfvae.model import build_model, count_parameters
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(make_config(preset, "downscale", levels, image_size=size)).to(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device)
+    model.initialize(x)
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if compile_model else model
+    dtype = torch.bfloat16 if bf16 else None
+
+    def step() -> None:
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model.bits_per_dim(forward(x))["bpd"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    row = {"preset": preset, "K": levels, "size": size, "batch": batch, "device": str(device),
+           "precision": "bf16" if bf16 else "fp32", "compiled": compile_model, "threads": torch.get_num_threads(),
+           "parameters": count_parameters(model), "step_s": median, "images_per_s": batch / median,
+           "gflop_per_image": flops / batch / 1e9, "achieved_tflops": flops / median / 1e12}
+    peak = peak_tflops(device)
+    row["fraction_of_bf16_peak"] = row["achieved_tflops"] / peak if peak else None
+    if device.type == "cuda":
+        row["train_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        torch.cuda.reset_peak_memory_stats(device)
+    if iw_images:
+        images = torch.randint(0, 256, (iw_images, 3, size, size), dtype=torch.uint8, generator=g)
+        iw_bound(model, images[:1], 8, chunk=8, device=device, autocast_dtype=dtype, progress=False)  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        figures = iw_bound(model, images, iw_samples, chunk=32, batch_size=iw_images, device=device,
+                           autocast_dtype=dtype, progress=False)
+        sync(device)
+        elapsed = time.perf_counter() - start
+        row.update(iw_samples=iw_samples, iw_images=iw_images, iw_images_per_s=iw_images / elapsed,
+                   iw_samples_per_s=iw_images * iw_samples / elapsed, iw_bpd_random_images=figures["iw_bpd"])
+        if device.type == "cuda":
+            row["iw_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def plan(args: argparse.Namespace) -> List[Dict]:
+    """The configurations to measure."""
+    if args.quick:
+        configs = [dict(preset="small", levels=k, size=s) for s in (32, 64) for k in (0, 1, 3)]
+        configs += [dict(preset="paper", levels=k, size=32) for k in (0, 1, 3)]
+    else:
+        configs = [dict(preset=p, levels=k, size=s) for p in ("small", "paper") for s in (32, 64) for k in (0, 1, 3)]
+    return configs
+
+
+def table(rows: List[Dict]) -> str:
+    lines = ["| preset | K | size | params | device | precision | ms/step (batch) | images/s | GFLOP/image | "
+             "TFLOP/s | of bf16 peak | IW-512 images/s | IW samples/s | peak memory (MB) |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        memory = r.get("train_peak_memory_mb") or r["peak_rss_mb"]
+        frac = f"{100 * r['fraction_of_bf16_peak']:.1f} %" if r.get("fraction_of_bf16_peak") else "–"
+        iw = (f"{r['iw_images_per_s']:.2f} | {r['iw_samples_per_s']:.0f}" if r.get("iw_images_per_s")
+              else "– | –")
+        lines.append(f"| {r['preset']} | {r['K']} | {r['size']} | {r['parameters'] / 1e6:.2f} M | {r['device']} | "
+                     f"{r['precision']}{' compiled' if r['compiled'] else ''} | {1000 * r['step_s']:.0f} "
+                     f"({r['batch']}) | {r['images_per_s']:.1f} | {r['gflop_per_image']:.2f} | "
+                     f"{r['achieved_tflops']:.3f} | {frac} | {iw} | {memory:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the CPU half in a few minutes (fewer steps and configs)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 10; --quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; --quick 1)")
+    p.add_argument("--iw-images", type=int, default=None, help="images for the IW-512 timing (default 8; --quick 2)")
+    p.add_argument("--iw-samples", type=int, default=512)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="default: bf16 autocast on CUDA, fp32 on the CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.md and benchmark.json")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one configuration as JSON
+    args = p.parse_args()
+    steps = args.steps or (3 if args.quick else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    iw_images = args.iw_images if args.iw_images is not None else (2 if args.quick else 8)
+    device = torch.device(args.device)
+    bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
+    if args.one:
+        config = json.loads(args.one)
+        print(json.dumps(one(config["preset"], config["levels"], config["size"], args.batch_size, steps, warmup,
+                             iw_images, args.iw_samples, device, bf16, args.compile, args.threads)))
+        return
+    rows = []
+    here = os.path.abspath(__file__)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(here)) + os.pathsep +
+           os.environ.get("PYTHONPATH", "")}
+    print(f"torch {torch.__version__}, device {device}, {'bf16' if bf16 else 'fp32'}, batch {args.batch_size}, "
+          f"{steps} timed steps after {warmup}; IW {args.iw_samples} samples on {iw_images} images", flush=True)
+    for config in plan(args):
+        argv = [sys.executable, here, "--one", json.dumps(config), "--device", args.device, "--batch-size",
+                str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup), "--iw-images", str(iw_images),
+                "--iw-samples", str(args.iw_samples), "--precision", "bf16" if bf16 else "fp32"]
+        argv += (["--compile"] if args.compile else []) + (["--threads", str(args.threads)] if args.threads else [])
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        if done.returncode:
+            print(f"{config}: failed\n{done.stderr[-2000:]}", flush=True)
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['preset']:5s} K={r['K']} {r['size']}px: {r['images_per_s']:.1f} images/s, "
+              f"{r['gflop_per_image']:.2f} GFLOP/image, IW-512 {r.get('iw_images_per_s', 0):.2f} images/s", flush=True)
+    text = table(rows)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "benchmark.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
