@@ -87,6 +87,11 @@ positive_float = _at_least(float, 0.0, strict=True)
 nonnegative_float = _at_least(float, 0.0)
 
 
+def finite_float(text: str) -> float:
+    """An argument type: any finite float, negative ones included."""
+    return _number(float, text)
+
+
 def open_fraction(text: str) -> float:
     value = _number(float, text)
     if not 0.0 < value < 1.0:

@@ -2,8 +2,8 @@
 
 Model images are small (32x32), too small to judge at their own size, so grids are
 enlarged by pixel repetition (nearest neighbour: no pixel is invented or smoothed; by
-default to at least 128 pixels a tile), separated by a thin grey border, and rows can
-carry a label on their left ("inputs", "reconstruction 2", ...).
+default to at least 128 pixels a tile), separated by a thin grey border; rows can
+carry a label on their left ("inputs", "reconstruction 2", ...) and columns one above them.
 """
 from __future__ import annotations
 
@@ -103,19 +103,40 @@ def _label_column(labels: Sequence[str], row_height: int, rows: int, border: int
     return np.asarray(strip)
 
 
+def _label_row(labels: Sequence[str], tile_width: int, left: int, width: int, border: int) -> np.ndarray:
+    """A white ``(H, width, 3)`` strip with each label horizontally centred over its column (the
+    columns start ``left`` pixels in, ``tile_width`` wide, ``border`` apart)."""
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [probe.textbbox((0, 0), text, font=font) for text in labels]
+    height = max((box[3] for box in boxes), default=0) + 2 * LABEL_PAD
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for c, (text, box) in enumerate(zip(labels, boxes)):
+        x = left + border + c * (tile_width + border) + (tile_width - (box[2] - box[0])) // 2 - box[0]
+        draw.text((x, LABEL_PAD), text, fill=(0, 0, 0), font=font)
+    return np.asarray(strip)
+
+
 def save_rows(rows: Sequence[torch.Tensor], path: str, labels: Optional[Sequence[str]] = None,
-              scale: Optional[int] = None) -> str:
+              scale: Optional[int] = None, column_labels: Optional[Sequence[str]] = None) -> str:
     """One grid row per element of ``rows`` (uint8 ``(N, C, H, W)``, same N and size; C = 1 or 3),
     e.g. inputs above their reconstructions, enlarged; ``labels`` (one per row) are written on the
-    left."""
+    left, ``column_labels`` (one per column, N) above the grid."""
     if labels is not None and len(labels) != len(rows):
         raise ValueError(f"save_rows: {len(labels)} labels for {len(rows)} rows")
+    if column_labels is not None and len(column_labels) != rows[0].shape[0]:
+        raise ValueError(f"save_rows: {len(column_labels)} column labels for {rows[0].shape[0]} columns")
     n = rows[0].shape[0]
     stacked = torch.cat([r.detach().cpu().expand(-1, 3, -1, -1) if r.shape[1] == 1 else r.detach().cpu()
                          for r in rows], dim=0)
     h, w = stacked.shape[-2:]
     scale = scale or display_scale(h, w)
     grid = make_grid(stacked, nrow=n, scale=scale).numpy().transpose(1, 2, 0)
+    grid_width = grid.shape[1]
     if labels:
         grid = np.concatenate([_label_column(labels, h * scale, len(rows), BORDER), grid], axis=1)
+    if column_labels:
+        top = _label_row(column_labels, w * scale, grid.shape[1] - grid_width, grid.shape[1], BORDER)
+        grid = np.concatenate([top, grid], axis=0)
     return save_png(torch.from_numpy(np.ascontiguousarray(grid.transpose(2, 0, 1))), path)

@@ -45,17 +45,33 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- PSNR
-def psnr(a: torch.Tensor, b: torch.Tensor, max_value: float = 255.0) -> torch.Tensor:
+def psnr(a: torch.Tensor, b: torch.Tensor, max_value: float = 255.0,
+         mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Peak signal-to-noise ratio per image, in dB: ``10 log10(max_value^2 / MSE)``.
 
     a, b: ``(B, C, H, W)`` images (uint8 0..255, or any dtype on the same scale as ``max_value``).
+    mask: optional bool ``(B or 1, 1 or C, H, W)``: the MSE is taken over the masked entries only
+    (e.g. the filled region of an inpainted image); an image with an empty mask gets ``nan``.
     Returns float64 ``(B,)``; an image identical to its reference has MSE 0 and PSNR ``inf``
     (as in scikit-image). Average PSNRs only where all are finite, or report the infinite ones.
     """
     _check_pair(a, b, "psnr")
     diff = a.to(torch.float64) - b.to(torch.float64)
-    mse = diff.pow(2).flatten(1).mean(1)
+    if mask is None:
+        mse = diff.pow(2).flatten(1).mean(1)
+    else:
+        weight = _mask_weights(mask, a.shape, "psnr")
+        mse = (diff.pow(2) * weight).flatten(1).sum(1) / weight.flatten(1).sum(1)
     return 10.0 * torch.log10(max_value ** 2 / mse)
+
+
+def _mask_weights(mask: torch.Tensor, shape: torch.Size, what: str) -> torch.Tensor:
+    """A bool mask broadcast to ``shape`` ``(B, C, H, W)`` as float64 0/1 weights."""
+    if mask.dim() != 4 or mask.shape[-2:] != shape[-2:] or mask.shape[0] not in (1, shape[0]) \
+            or mask.shape[1] not in (1, shape[1]):
+        raise MetricsError(f"{what}: a mask of shape {tuple(mask.shape)} does not fit images of shape "
+                           f"{tuple(shape)}; expected (B or 1, 1 or C, H, W)")
+    return mask.to(torch.float64).expand(shape)
 
 
 # --------------------------------------------------------------------------- SSIM
@@ -69,7 +85,7 @@ def gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+         k1: float = 0.01, k2: float = 0.03, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004) per image, averaged over channels.
 
     a, b: ``(B, C, H, W)`` images (uint8 0..255 by default; set ``data_range`` for other scales),
@@ -79,6 +95,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, sigma: flo
     ``C1 = (k1 R)^2``, ``C2 = (k2 R)^2``; the SSIM map is averaged over the positions where the
     window lies fully inside the image (scikit-image computes the map with reflected borders
     and then crops the 5-pixel border, which gives the same numbers), then over channels.
+
+    mask: optional bool ``(B or 1, 1 or C, H, W)``: the map is averaged over the window centres
+    that are masked (and lie 5 pixels or more inside the image) instead; ``nan`` where there are
+    none. The windows around those centres also see unmasked pixels, so for an inpainted region
+    this measures the fill together with how it joins its surroundings.
     """
     _check_pair(a, b, "ssim")
     window = gaussian_window(sigma)
@@ -101,7 +122,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, sigma: flo
     vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).view(B, C).mean(1)
+    if mask is None:
+        return s.flatten(1).mean(1).view(B, C).mean(1)
+    r = size // 2  # the map's (0, 0) is the window centred on pixel (r, r)
+    weight = _mask_weights(mask, a.shape, "ssim")[:, :, r:H - r, r:W - r].reshape(B, -1)
+    return (s.reshape(B, -1) * weight).sum(1) / weight.sum(1)
 
 
 # --------------------------------------------------------------------------- Fréchet distance

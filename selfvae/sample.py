@@ -19,6 +19,19 @@ Modes (paper §3.3, see :mod:`selfvae.modes`; "inputs" are ``--images`` files or
                       so the path is smooth).
 ``resample-z``        keep u (posterior mean) and draw the z's ``--samples`` times (paper Fig. 6);
                       each row x*, draws.
+``edit``              add ``s`` times a concept vector to each input's u (posterior mean) for every
+                      ``s`` in ``--strengths`` (default -2 -1 0 1 2): the vector is the mean u of the
+                      images in ``--with-folder`` minus that of ``--without-folder`` (see
+                      :mod:`selfvae.edit`). ``edit_regenerate.png``: the levels below u regenerated
+                      (z's at their prior means at the default ``--temperature`` 0);
+                      ``edit_keep.png``: the input's own z's kept. Each row x*, one column per
+                      strength. The vector is saved to ``concept.pt`` for reuse.
+``inpaint``           fill the pixels a ``--mask`` file marks (nonzero = to fill, as ``cv2.inpaint``;
+                      one mask for every input or one per input) by ``--iterations`` sweeps of
+                      pseudo-Gibbs imputation through the levels (see :mod:`selfvae.inpaint`);
+                      rows: input with the hole grey, mask, ours, ``cv2.inpaint`` Telea, original.
+                      With ``--images`` a mask is required and each result is also written at the
+                      model's size; on test images the default mask is the centred square.
 
 Grids are enlarged by pixel repetition and their rows labelled. For the reconstruction modes,
 ``<stem>_levels.png`` shows the produced levels y_K .. x (one row per level, upscaled by nearest
@@ -27,7 +40,8 @@ neighbour; 3-bit levels are stretched to 0..255 for display). Input image files 
 model), centre-cropped to a square and resized to the model's size when they are not at it
 already (a note says so). ``--decode`` sets how every level
 is decoded (default: sample for generate/cond-generate/superres/resample-z, mode for the
-reconstructions and interpolation). The paths written are printed, one per line.
+reconstructions, interpolation, edit and inpaint's last sweep). The paths written are printed, one
+per line.
 """
 from __future__ import annotations
 
@@ -38,18 +52,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from transforms.imageio import center_crop_resize, read_image
+from transforms.imageio import ImageReadError, center_crop_resize, read_image
 
 from . import cli, modes
 from .checkpoint import load_model
+from .datasets import DataError
+from .edit import concept_vector, edit, save_concept
 from .images import save_grid, save_png, save_rows, to_display, upscale_nearest
+from .inpaint import DEFAULT_ITERATIONS, classical_inpaint, inpaint, mask_image, read_mask, show_hole, standard_masks
 from .model import SelfVAE
 
 MODES = ("generate", "cond-generate", "cond-reconstruct", "reconstruct1", "reconstruct2", "superres",
-         "interpolate", "resample-z")
+         "interpolate", "resample-z", "edit", "inpaint")
 # Default decoding per mode: draws for the generative modes, the most likely value for reconstructions.
 DEFAULT_DECODE = {"generate": "sample", "cond-generate": "sample", "superres": "sample", "resample-z": "sample",
-                  "cond-reconstruct": "mode", "reconstruct1": "mode", "reconstruct2": "mode", "interpolate": "mode"}
+                  "cond-reconstruct": "mode", "reconstruct1": "mode", "reconstruct2": "mode", "interpolate": "mode",
+                  "edit": "mode", "inpaint": "mode"}
 SampleError = cli.UserError
 
 
@@ -66,13 +84,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--level", type=cli.positive_int, default=None,
                    help="k for cond-generate/cond-reconstruct (default 1); superres: checked against the file size")
     p.add_argument("--temperature", type=cli.nonnegative_float, default=None,
-                   help="temperature of the sampled latents and levels (default 1; interpolate: 0)")
+                   help="temperature of the sampled latents and levels (default 1; interpolate, edit: 0)")
     p.add_argument("--decode", default=None, choices=["mode", "sample"],
                    help="decode every level by its most likely value or by a draw (default depends on the mode)")
     p.add_argument("--samples", type=cli.positive_int, default=None,
                    help="draws per input for cond-generate/superres (default 4) and resample-z (default 8)")
     p.add_argument("--steps", type=cli.positive_int, default=8, help="interpolation points, end points included (default 8)")
     p.add_argument("--nrow", type=cli.positive_int, default=8, help="images per row of the generate grid")
+    e = p.add_argument_group("edit (a concept vector in u)")
+    e.add_argument("--with-folder", default=None, metavar="DIR", help="images with the property (searched recursively)")
+    e.add_argument("--without-folder", default=None, metavar="DIR", help="images without the property")
+    e.add_argument("--strengths", nargs="+", type=cli.finite_float, default=None, metavar="S",
+                   help="multiples of the concept vector added to u, one column each (default -2 -1 0 1 2)")
+    i = p.add_argument_group("inpaint")
+    i.add_argument("--mask", nargs="+", default=None, metavar="FILE",
+                   help="mask image(s), nonzero = pixel to fill: one for every input or one per input "
+                        "(required with --images; default on test images: the centred square)")
+    i.add_argument("--iterations", type=cli.positive_int, default=None,
+                   help=f"sweeps through the hierarchy (default {DEFAULT_ITERATIONS})")
     d = p.add_argument_group("test split (when --images is not given)")
     d.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
     d.add_argument("--data-root", default=None)
@@ -182,7 +211,7 @@ class Job:
     def __init__(self, args: argparse.Namespace, model: SelfVAE, device: torch.device):
         self.args, self.model, self.device = args, model, device
         self.decode = args.decode or DEFAULT_DECODE[args.mode]
-        default_t = 0.0 if args.mode == "interpolate" else 1.0
+        default_t = 0.0 if args.mode in ("interpolate", "edit") else 1.0
         self.temperature = args.temperature if args.temperature is not None else default_t
         self.g = torch.Generator(device=device).manual_seed(args.seed)
         self.size = model.specs[0].height
@@ -252,6 +281,10 @@ def run_on_inputs(job: Job, x: torch.Tensor, level: int) -> None:
         draws = modes.resample_z(model, x, num=args.samples or 8, decode=job.decode, temperature=job.temperature,
                                  generator=job.g)
         job.keep(sequence_rows(x, draws, None, job.path("resample-z.png")))
+    elif mode == "edit":
+        run_edit(job, x)
+    elif mode == "inpaint":
+        run_inpaint(job, x)
 
 
 def run_interpolate(job: Job, x: torch.Tensor) -> None:
@@ -267,8 +300,124 @@ def run_interpolate(job: Job, x: torch.Tensor) -> None:
         job.keep(sequence_rows(x_a, path, x_b, job.path(f"interpolate_{method}.png")))
 
 
+DEFAULT_STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def read_folder(option: str, folder: str, model: SelfVAE, progress: bool) -> torch.Tensor:
+    """Every image under the folder of ``option``, at the model's size: uint8 ``(N, C, H, W)``."""
+    try:
+        return cli.folder_images(folder, model, progress)[0]
+    except DataError as e:  # no images there, or one that cannot be read: say which option
+        raise SampleError(f"{option}: {e}") from None
+
+
+def run_edit(job: Job, x: torch.Tensor) -> None:
+    """The concept vector from the two folders, then every input edited at every strength, with the
+    levels below u regenerated and kept (one grid each: rows the inputs, columns the strengths)."""
+    args, model = job.args, job.model
+    with_images = read_folder("--with-folder", args.with_folder, model, args.progress)
+    without_images = read_folder("--without-folder", args.without_folder, model, args.progress)
+    concept = concept_vector(model, with_images, without_images)
+    print(f"note: concept vector from {concept.num_with} images with the property and {concept.num_without} "
+          f"without: norm {concept.norm:.4g}, the sets {concept.separation:.3g} spreads apart along it")
+    strengths = args.strengths or DEFAULT_STRENGTHS
+    names = ([os.path.basename(p) for p in args.images] if args.images
+             else [f"{args.split} {i}" for i in range(len(x))])
+    columns = ["input"] + [f"s = {s:g}" for s in strengths]
+    for lower in ("regenerate", "keep"):
+        edited = edit(model, x, concept, strengths, lower=lower, decode=job.decode, temperature=job.temperature,
+                      generator=job.g).cpu()  # (S, B, C, H, W)
+        rows = [torch.cat([x[b:b + 1].cpu(), edited[:, b]]) for b in range(len(x))]
+        job.keep(save_rows(rows, job.path(f"edit_{lower}.png"), labels=names, column_labels=columns))
+    job.keep(save_concept(concept, job.path("concept.pt"), checkpoint=os.path.abspath(args.checkpoint),
+                          with_folder=os.path.abspath(args.with_folder),
+                          without_folder=os.path.abspath(args.without_folder)))
+
+
+def check_edit_arguments(args: argparse.Namespace) -> None:
+    """The edit options are given with --mode edit only, and its two folders exist."""
+    options = {"--with-folder": args.with_folder, "--without-folder": args.without_folder,
+               "--strengths": args.strengths}
+    if args.mode != "edit":
+        given = [option for option, value in options.items() if value is not None]
+        if given:
+            raise SampleError(f"{given[0]} applies to --mode edit only, not {args.mode}")
+        return
+    if args.with_folder is None or args.without_folder is None:
+        raise SampleError("--mode edit needs --with-folder DIR and --without-folder DIR (images with and "
+                          "without the property)")
+    for option in ("--with-folder", "--without-folder"):
+        folder = options[option]
+        if not os.path.exists(folder):
+            raise SampleError(f"{option} {folder}: no such folder")
+        if not os.path.isdir(folder):
+            raise SampleError(f"{option} {folder} is a file, not a folder")
+
+
+def read_masks(args: argparse.Namespace, model: SelfVAE, num: int) -> torch.Tensor:
+    """The masks of inpaint for ``num`` inputs: bool ``(num, 1, H, W)``, True = to fill (``--mask``
+    files fitted to the model's size, see :func:`selfvae.inpaint.read_mask`; default: the centred
+    square). Each must leave something to fill and something known."""
+    size = model.specs[0].height
+    if not args.mask:
+        return standard_masks(size, size)["centre"][None].expand(num, -1, -1, -1)
+    if len(args.mask) not in (1, num):
+        raise SampleError(f"--mask: {len(args.mask)} masks for {num} images; give one mask for every image "
+                          f"or one per image")
+    masks = []
+    for path in args.mask:
+        try:
+            mask, (height, width) = read_mask(path, size)
+        except ImageReadError as e:
+            raise SampleError(f"--mask {e}") from None
+        resized = "" if (height, width) == (size, size) else f" once fitted to the model's {size}x{size}"
+        if not mask.any():
+            raise SampleError(f"--mask {path}: no pixel to fill{resized} (pixels to fill are nonzero, as in "
+                              f"cv2.inpaint)")
+        if mask.all():
+            raise SampleError(f"--mask {path}: every pixel is to be filled{resized}, nothing is known to fill "
+                              f"them from (pixels to fill are nonzero, as in cv2.inpaint; is the mask inverted?)")
+        if resized:
+            print(f"note: --mask {path} fitted to {size}x{size} like the images; {int(mask.sum())} pixels to fill")
+        masks.append(mask)
+    return torch.stack(masks).expand(num, -1, -1, -1)
+
+
+def run_inpaint(job: Job, x: torch.Tensor) -> None:
+    """Fill the masked pixels of each input; rows: input with the hole grey, mask, ours, Telea,
+    original. With ``--images`` each result is also written at the model's size."""
+    args = job.args
+    missing = read_masks(args, job.model, len(x)).to(x.device)
+    result = inpaint(job.model, x, missing, iterations=args.iterations or DEFAULT_ITERATIONS, decode=job.decode,
+                     temperature=job.temperature, generator=job.g)
+    rows = [show_hole(x, missing), mask_image(missing), result.images, classical_inpaint(x, missing), x]
+    job.keep(save_rows([r.cpu() for r in rows], job.path("inpaint.png"),
+                       labels=["input (hole grey)", "mask", "selfVAE", "cv2.inpaint Telea", "original"]))
+    for i, file in enumerate(args.images or []):
+        name = os.path.splitext(os.path.basename(file))[0]
+        job.keep(save_png(result.images[i].cpu(), job.path(f"inpaint_{i:02d}_{name}.png")))
+
+
+def check_inpaint_arguments(args: argparse.Namespace) -> None:
+    """--mask and --iterations go with --mode inpaint only; with --images a mask is required; the mask
+    files exist (their number and content are checked by :func:`read_masks`)."""
+    if args.mode != "inpaint":
+        given = [option for option, value in (("--mask", args.mask), ("--iterations", args.iterations))
+                 if value is not None]
+        if given:
+            raise SampleError(f"{given[0]} applies to --mode inpaint only, not {args.mode}")
+        return
+    if args.images and not args.mask:
+        raise SampleError("--mode inpaint with --images needs --mask FILE (nonzero pixels are filled; one mask "
+                          "for every image or one per image)")
+    if args.mask:
+        cli.check_input_files(args.mask, "--mask")
+
+
 def check_arguments(args: argparse.Namespace, levels: int) -> int:
     """The level of a conditional mode (1 by default) after checking the options fit the mode and model."""
+    check_edit_arguments(args)
+    check_inpaint_arguments(args)
     mode = args.mode
     if mode in ("cond-generate", "cond-reconstruct"):
         if levels == 0:

@@ -1,4 +1,4 @@
-"""Pictures for people: grids enlarged by pixel repetition (no pixel invented), thin borders, row labels."""
+"""Pictures for people: grids enlarged by pixel repetition (no pixel invented), thin borders, row and column labels."""
 import numpy as np
 import pytest
 import torch
@@ -46,6 +46,23 @@ def test_rows_carry_their_labels(tmp_path):
         assert (column[r * tile:(r + 1) * tile] < 100).any(), r
     with pytest.raises(ValueError, match="2 labels for 3 rows"):
         save_rows(rows, str(tmp_path / "x.png"), labels=["a", "b"])
+
+
+def test_columns_carry_their_labels(tmp_path):
+    rows = [batch(4, seed=s) for s in range(2)]
+    plain = np.asarray(Image.open(save_rows(rows, str(tmp_path / "plain.png"), labels=["a", "b"])))
+    both = np.asarray(Image.open(save_rows(rows, str(tmp_path / "both.png"), labels=["a", "b"],
+                                           column_labels=["input", "s = -1", "s = 0", "s = 1"])))
+    assert both.shape[1] == plain.shape[1] and both.shape[0] > plain.shape[0]
+    # the labelled grid is unchanged below a strip that holds dark text over every column
+    assert np.array_equal(both[-plain.shape[0]:], plain)
+    strip = both[:both.shape[0] - plain.shape[0]]
+    tile = 32 * 4 + BORDER
+    left = plain.shape[1] - 4 * tile - BORDER
+    for c in range(4):
+        assert (strip[:, left + c * tile:left + (c + 1) * tile] < 100).any(), c
+    with pytest.raises(ValueError, match="3 column labels for 4 columns"):
+        save_rows(rows, str(tmp_path / "x.png"), column_labels=["a", "b", "c"])
 
 
 def test_png_is_written_atomically_with_no_temporary_left(tmp_path):

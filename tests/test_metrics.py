@@ -72,6 +72,30 @@ def test_identical_images_and_errors():
         psnr(x, x[..., :16, :16])
 
 
+def test_psnr_and_ssim_over_a_region():
+    """With a mask, PSNR is that of the masked pixels and SSIM the map's mean over the masked window
+    centres; a full mask gives the unmasked figures."""
+    pairs = _crops((32, 32))
+    a, b = _batch([p[0] for p in pairs]), _batch([p[1] for p in pairs])
+    full = torch.ones(1, 1, 32, 32, dtype=torch.bool)
+    assert torch.allclose(psnr(b, a, mask=full), psnr(b, a), rtol=0, atol=1e-9)
+    assert torch.allclose(ssim(a, b, mask=full), ssim(a, b), rtol=0, atol=1e-12)
+    region = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    region[..., 8:20, 4:30] = True
+    expected = psnr(b[..., 8:20, 4:30], a[..., 8:20, 4:30])
+    assert torch.allclose(psnr(b, a, mask=region), expected, rtol=0, atol=1e-9)
+    # the left half identical, the right half changed: SSIM 1 over windows inside the left half only
+    mixed = a.clone()
+    mixed[..., 16:] = b[..., 16:]
+    left, right = torch.zeros_like(full), torch.zeros_like(full)
+    left[..., :11], right[..., 16:] = True, True  # centres up to column 10: windows within columns 0..15
+    assert torch.allclose(ssim(a, mixed, mask=left), torch.ones(len(pairs), dtype=torch.float64), atol=1e-12)
+    assert (ssim(a, mixed, mask=right) < 0.999).all()
+    assert torch.isnan(psnr(a, b, mask=torch.zeros_like(full))).all()
+    with pytest.raises(MetricsError, match="mask"):
+        ssim(a, b, mask=full[..., :16])
+
+
 def test_frechet_distance_closed_forms():
     rng = np.random.default_rng(0)
     D = 6
