@@ -39,6 +39,9 @@ def parse_args(argv: Optional[List[str]] = None):
                    help="latents coded on a grid of step 2^-B within +-8 (6)")
     p.add_argument("--z-step-exponent", type=int, default=codec.DEFAULT_Z_STEP,
                    help="lossy z's rounded to a grid of step 2^E (-1)")
+    p.add_argument("--no-store", dest="store_fallback", action="store_false",
+                   help="lossless: always write the model's code, even where storing the pixels would be smaller "
+                        "(to measure the model)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     args = p.parse_args(argv)
     if args.with_z and args.level is None:
@@ -66,7 +69,8 @@ def compress(args) -> dict:
     images = [read_image(path, channels=None) for path in args.inputs]
     start = time.perf_counter()
     data = codec.encode(model, images, unique_names(args.inputs), level=args.level, with_z=args.with_z,
-                        chunk=args.chunk, latent_bits=args.latent_bits, z_step_exponent=args.z_step_exponent)
+                        chunk=args.chunk, latent_bits=args.latent_bits, z_step_exponent=args.z_step_exponent,
+                        store_fallback=args.store_fallback)
     seconds = time.perf_counter() - start
     tmp = f"{output}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -75,6 +79,8 @@ def compress(args) -> dict:
     pixels = sum(im.shape[1] * im.shape[2] for im in images)
     dims = sum(im.size for im in images)
     kind = "lossless" if args.level is None else f"lossy, level {args.level}" + (" with z" if args.with_z else "")
+    if codec.container.read(data)[0].mode == "stored":
+        kind = "stored: the model's code would have been larger than the pixels"
     print(f"{output}: {len(images)} images, {len(data):,} bytes ({kind}); {8 * len(data) / pixels:.3f} bits per pixel, "
           f"{8 * len(data) / dims:.3f} bits per dimension; {seconds:.1f} s")
     return {"bytes": len(data), "pixels": pixels, "seconds": seconds}

@@ -111,8 +111,9 @@ def test_lossless_round_trip_of_odd_sized_photos_in_another_process(models, tmp_
     gray = smooth_images(1, 21, 33, channels=1, seed=9)[0]
     paths = write_pngs(tmp_path / "in", images + [gray])
     packed = tmp_path / "images.svae"
-    made = run("selfvae.compress", *paths, "-o", packed, "--model", checkpoint)
+    made = run("selfvae.compress", *paths, "-o", packed, "--model", checkpoint, "--no-store")
     assert made.returncode == 0, made.stderr
+    assert container.read(packed.read_bytes())[0].mode == "lossless"
     back = run("selfvae.decompress", packed, "-o", tmp_path / "out", "--model", checkpoint)
     assert back.returncode == 0, back.stderr
     for path in paths:
@@ -151,7 +152,7 @@ def test_a_thousand_patches_round_trip_and_cost_what_the_elbo_says(tmp_path):
 def test_previews_are_the_exact_upper_levels_and_need_fewer_bytes(models):
     model = models[("downscale", 3)]
     images = smooth_images(6, 32, 48, seed=3)
-    data = codec.encode(model, images)
+    data = codec.encode(model, images, store_fallback=False)
     header, words, _ = container.read(data)
     for k in range(3, 0, -1):
         preview = codec.decode(model, data, up_to_level=k)
@@ -173,16 +174,37 @@ def test_gray_images_send_one_channel_and_round_trip_beside_rgb(models):
     gray = smooth_images(1, 40, 35, channels=1, seed=11)[0].numpy()
     rgb = smooth_images(1, 20, 30, seed=12)[0].numpy()
     as_rgb = np.repeat(gray, 3, axis=0)
-    one, three = codec.encode(model, [gray]), codec.encode(model, [as_rgb])
+    one, three = (codec.encode(model, [im], store_fallback=False) for im in (gray, as_rgb))
     assert container.read(one)[0].gray and not container.read(three)[0].gray
     assert len(one) < 0.7 * len(three)
-    mixed = codec.encode(model, [rgb, gray, as_rgb])
+    mixed = codec.encode(model, [rgb, gray, as_rgb], store_fallback=False)
     out = codec.decode(model, mixed)
     assert [im.shape for im in out.images] == [rgb.shape, gray.shape, as_rgb.shape]
     for got, want in zip(out.images, [rgb, gray, as_rgb]):
         assert np.array_equal(got, want)
     lossy = codec.decode(model, codec.encode(model, [gray, rgb], level=2, with_z=True))
     assert lossy.images[0].shape == gray.shape and lossy.images[1].shape == rgb.shape
+
+
+def test_images_the_model_cannot_code_are_stored_never_larger_than_raw(models):
+    """Uniform noise costs this smooth-image model more than 8 bits per value: the file stores the
+    pixels (exact, previews computed by the chain, damage detected)."""
+    model = models[("downscale", 3)]
+    noise = [np.random.default_rng(s).integers(0, 256, shape, dtype=np.uint8)
+             for s, shape in enumerate([(3, 21, 30), (1, 16, 17)])]
+    data = codec.encode(model, noise, ["a", "b"])
+    header, words, _ = container.read(data)
+    assert header.mode == "stored" and len(data) <= sum(im.size for im in noise) + 200
+    out = codec.decode(model, data)
+    assert out.names == ["a", "b"] and all(np.array_equal(a, b) for a, b in zip(out.images, noise))
+    preview = codec.decode(model, data, up_to_level=2)
+    tiles = model.make_levels(tiling.to_tiles(noise[0], 16, 3))[2]
+    assert np.array_equal(preview.images[0], tiling.from_tiles(tiles, 21, 30, 16))
+    assert len(codec.encode(model, noise, ["a", "b"], store_fallback=False)) > len(data)
+    # a payload that disagrees with the images announced: rebuilt with valid CRCs, still refused
+    short = container.write(header, words[:-1], np.zeros(0, np.uint32))
+    with pytest.raises(codec.CodecError, match="stored file"):
+        codec.decode(model, short)
 
 
 def test_gray_coding_is_off_when_a_level_is_not_gray():
@@ -214,7 +236,7 @@ def test_lossy_operating_points(models):
             for got, image in zip(preview.images, images):
                 tiles = model.make_levels(tiling.to_tiles(image, 16, 3))[level]
                 assert np.array_equal(got, tiling.from_tiles(tiles, 32, 48, 16))
-    lossless = len(codec.encode(model, images))
+    lossless = len(codec.encode(model, images, store_fallback=False))
     assert sizes[3, False] < sizes[2, False] < sizes[1, False] < lossless
     for level in (1, 2, 3):
         assert sizes[level, True] > sizes[level, False]
@@ -232,7 +254,7 @@ def test_lossy_needs_levels_and_a_level_in_range(models):
 def sample_file(models):
     model = models[("downscale", 1)]
     images = [smooth_images(1, 20, 18, seed=s)[0].numpy() for s in range(2)]
-    return model, images, codec.encode(model, images, names=["a", "b"])
+    return model, images, codec.encode(model, images, names=["a", "b"], store_fallback=False)
 
 
 def test_another_model_a_future_version_and_garbage_are_named(models, sample_file):

@@ -4,6 +4,8 @@
 * **Lossless** (default): every image is cut into the model's tiles and coded by bits-back
   ANS through the whole hierarchy (:mod:`.bitsback`); decoding gives the exact pixels. A
   decoder meets ``y_K`` first and ``x`` last: ``up_to_level=k`` stops at ``y_k`` (previews).
+  When the model would spend more bits than the pixels' own bytes (an image far from what it
+  was trained on), the file stores the pixels instead (mode ``stored``): never larger than raw.
 * **Lossy** (``level=k``): ``y_k`` is sent losslessly, optionally with ``z_k..z_1``
   (``with_z``), and x is reconstructed from it (:mod:`.lossy`).
 
@@ -95,9 +97,11 @@ def _gray_tiles(model: SelfVAE, shapes: Sequence[Tuple[int, int, int]]) -> torch
 @torch.no_grad()
 def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None, *, level: Optional[int] = None,
            with_z: bool = False, chunk: int = DEFAULT_CHUNK, latent_bits: int = DEFAULT_LATENT_BITS,
-           z_step_exponent: int = DEFAULT_Z_STEP) -> bytes:
+           z_step_exponent: int = DEFAULT_Z_STEP, store_fallback: bool = True) -> bytes:
     """Compress ``images`` with ``model``: lossless when ``level`` is None, else the lossy operating
-    point that sends ``y_level`` (and ``z_level..z_1`` with ``with_z``). Returns the file's bytes."""
+    point that sends ``y_level`` (and ``z_level..z_1`` with ``with_z``). Returns the file's bytes.
+    A lossless file whose code would be longer than the pixels themselves stores the pixels, unless
+    ``store_fallback`` is False (to measure the model's own code)."""
     model = _cpu_model(model)
     images = _as_list(images)
     names = list(names) if names is not None else [""] * len(images)
@@ -130,12 +134,36 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
             lossy.push_z(stack, [sent for _, sent in results], z_step)
             extra = stack.words()
         level_sums[0] = tiles_checksum(torch.cat([x for x, _ in results]))
-    header = Header("lossless" if level is None else "lossy", level or 0, with_z, model_fingerprint(model),
+    entries = [ImageEntry(im.shape[0], im.shape[1], im.shape[2], name) for im, name in zip(images, names)]
+    fingerprint = model_fingerprint(model)
+    raw = _raw_words(images)
+    if store_fallback and level is None and len(coded.words) > len(raw):  # more than the pixels' own bytes
+        header = Header("stored", 0, False, fingerprint, latent_bits, z_step_exponent, model.specs[0].height, chunk,
+                        0, 0, [len(raw)] * (K + 1), level_sums, entries)
+        return container.write(header, raw, extra)
+    header = Header("lossless" if level is None else "lossy", level or 0, with_z, fingerprint,
                     latent_bits, z_step_exponent, model.specs[0].height, chunk, coded.seed_words, coded.kept,
-                    [coded.preview_words.get(k, 0) for k in range(K + 1)], level_sums,
-                    [ImageEntry(im.shape[0], im.shape[1], im.shape[2], name) for im, name in zip(images, names)],
-                    gray is not None)
+                    [coded.preview_words.get(k, 0) for k in range(K + 1)], level_sums, entries, gray is not None)
     return container.write(header, coded.words, extra)
+
+
+def _raw_words(images: List[np.ndarray]) -> np.ndarray:
+    """Every image's uint8 pixels, in order, padded with zeros to whole little-endian 32-bit words."""
+    flat = np.concatenate([im.reshape(-1) for im in images])
+    flat = np.concatenate([flat, np.zeros(-len(flat) % 4, np.uint8)])
+    return flat.view("<u4").astype(np.uint32)
+
+
+def _stored_images(header: Header, words: np.ndarray) -> List[np.ndarray]:
+    sizes = [e.channels * e.height * e.width for e in header.images]
+    if len(words) != -(-sum(sizes) // 4):
+        raise CodecError(f"corrupt data: a stored file of {sum(sizes)} pixel values holds {4 * len(words)} bytes")
+    flat = words.astype("<u4").view(np.uint8)
+    out, start = [], 0
+    for entry, size in zip(header.images, sizes):
+        out.append(flat[start:start + size].reshape(entry.channels, entry.height, entry.width).copy())
+        start += size
+    return out
 
 
 def _untile(model: SelfVAE, tiles: torch.Tensor, shapes, level: int = 0) -> List[np.ndarray]:
@@ -168,6 +196,8 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
                          f"{K}-level model of {tile}-pixel images")
     if not 0 <= up_to_level <= K:
         raise CodecError(f"--up-to-level must be in 0..{K} for this {K}-level model, got {up_to_level}")
+    if header.mode == "stored":
+        return _decode_stored(model, header, words, up_to_level)
     counts = tiling.tile_counts([(e.height, e.width) for e in header.images], tile)
     total = sum(counts)
     if total > 64 * (len(words) + len(extra)) + 64:
@@ -194,6 +224,21 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
         _verify(stack.size == 0, "the z stream (it holds more data than the images need)")
     _verify(tiles_checksum(x) == header.level_checksums[0], "the decoded images")
     return Decoded(_untile(model, x, shapes), [e.name for e in header.images], 0, 256, header)
+
+
+def _decode_stored(model: SelfVAE, header: Header, words: np.ndarray, up_to_level: int) -> Decoded:
+    """A stored file: the pixels themselves; a preview ``y_k`` is computed from them by the chain."""
+    images = _stored_images(header, words)
+    names = [e.name for e in header.images]
+    tiles = _tiles(model, images)
+    levels = bitsback.levels_from(model, tiles, 0)
+    _verify(tiles_checksum(levels[up_to_level]) == header.level_checksums[up_to_level],
+            "the decoded images" if up_to_level == 0 else f"level {up_to_level}")
+    if up_to_level == 0:
+        return Decoded(images, names, 0, 256, header)
+    shapes = [(e.channels, e.height, e.width) for e in header.images]
+    return Decoded(_untile(model, levels[up_to_level], shapes, up_to_level), names, up_to_level,
+                   model.specs[up_to_level].num_values, header)
 
 
 def _verify(ok: bool, what: str) -> None:

@@ -7,7 +7,9 @@ field                   type    meaning
 ======================  ======  ==========================================================
 magic                   4 B     ``b"SVAE"``
 version                 u8      1
-mode                    u8      0 lossless (bits-back over the hierarchy), 1 lossy
+mode                    u8      0 lossless (bits-back over the hierarchy), 1 lossy, 2 stored
+                                (lossless, the raw pixels: written when the model would
+                                spend more than 8 bits per pixel value)
 level                   u8      lossy: the level k whose ``y_k`` is sent; lossless: 0
 flags                   u8      bit 0: lossy file also sends ``z_1..z_k``; bit 1: the tiles of
                                 gray images (channels 1 below) send one channel at every level
@@ -53,7 +55,7 @@ import torch
 
 MAGIC = b"SVAE"
 VERSION = 1
-MODES = {0: "lossless", 1: "lossy"}
+MODES = {0: "lossless", 1: "lossy", 2: "stored"}
 MAX_IMAGES = 1 << 20
 MAX_SIDE = (1 << 16) - 1
 MAX_PIXELS = 1 << 28
@@ -178,7 +180,7 @@ def read(data: bytes):
     _check(kept <= seed <= MAX_WORDS, f"seed words {kept} of {seed}")
     _check(1 <= n_images <= MAX_IMAGES, f"{n_images} images")
     _check(1 <= n_levels <= MAX_LEVELS, f"{n_levels} levels")
-    _check(mode == 0 and level == 0 or mode == 1 and 1 <= level < n_levels, f"level {level} for this mode")
+    _check(mode in (0, 2) and level == 0 or mode == 1 and 1 <= level < n_levels, f"level {level} for this mode")
     preview = list(r.unpack(f"<{n_levels}I", "header"))
     level_checksums = [r.take(8, "level checksums") for _ in range(n_levels)]
     images = []
