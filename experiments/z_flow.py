@@ -67,7 +67,8 @@ def main() -> None:
     terms = [f"z{k}" for k in range(1, args.levels + 1)] + ["u"]
     x_dims = 3 * rows[0]["config"]["image_size"] ** 2
     lines = [f"Budget: {args.steps} steps x batch {args.batch_size}, seed {args.seed}, "
-             f"{args.transform}:{args.levels}, built-in data; test split (whole held-out figures are in eval.json). "
+             f"{args.transform}:{args.levels}, built-in data, figures on its test split (tiles held out from the "
+             f"training photographs). "
              f"IW bound: {args.iw_samples} samples on {args.iw_images} test images. Latent columns: the KL term "
              f"of each latent in bits per image (bits per dimension of x).", "",
              "| z_flow | test ELBO bpd | IW bpd | " + " | ".join(f"{t} bits" for t in terms) +
