@@ -152,7 +152,7 @@ class ModelConfig(_Config):
 
 
 MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
-    # Sized for 2 CPU cores (see experiments/throughput.py).
+    # Sized for 2 CPU cores (see experiments/benchmark.py).
     "small": dict(width=32, growth=16, dense_layers=1, blocks=1, flow_couplings=4, flow_hidden=32),
     # The paper's scale: latents 16x8x8 and 32-42 M parameters (see experiments/param_count.py).
     # Its width depends on K (PAPER_WIDTH), as the paper kept every model in that range.
