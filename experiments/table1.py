@@ -16,11 +16,7 @@ A run whose ``eval.json`` exists is reused, so an interrupted table continues wh
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
-import time
 from typing import Dict, List, Tuple
 
 import torch
@@ -28,6 +24,8 @@ import torch
 from selfvae import modes
 from selfvae.checkpoint import load_model
 from selfvae.images import save_rows
+
+from training_runs import trained
 
 MODELS: List[Tuple[str, str, int]] = [
     ("VAE", "downscale", 0),
@@ -40,31 +38,12 @@ MODELS: List[Tuple[str, str, int]] = [
 def run_one(dataset: str, root: str | None, size: int, transform: str, levels: int, out: str,
             args: argparse.Namespace) -> Dict:
     """Train one model (unless its eval.json exists) and return its eval.json plus wall time."""
-    report = os.path.join(out, "eval.json")
-    if not os.path.exists(report):
-        if os.path.exists(out):
-            raise SystemExit(f"{out} holds an unfinished run; remove it or finish it with selfvae.train --resume")
-        cmd = [sys.executable, "-m", "selfvae.train", "--dataset", dataset, "--image-size", str(size),
-               "--transform", transform, "--levels", str(levels), "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--out", out,
-               "--iw-samples", str(args.iw_samples), "--image-every", str(args.steps),
-               "--eval-every", str(max(args.steps // 4, 1)), "--checkpoint-every", str(max(args.steps // 4, 1))]
-        if root:
-            cmd += ["--data-root", root]
-        if args.iw_images:
-            cmd += ["--iw-images", str(args.iw_images)]
-        if args.preset:
-            cmd += ["--preset", args.preset]
-        print("\n$ " + " ".join(cmd), flush=True)
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        with open(os.path.join(out, "wall_time.json"), "w") as f:
-            json.dump({"seconds": time.perf_counter() - start}, f)
-    with open(report) as f:
-        result = json.load(f)
-    wall = os.path.join(out, "wall_time.json")
-    result["wall_seconds"] = json.load(open(wall))["seconds"] if os.path.exists(wall) else float("nan")
-    return result
+    cmd = ["--dataset", dataset, "--image-size", str(size), "--transform", transform, "--levels", str(levels),
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+           "--iw-samples", str(args.iw_samples), "--image-every", str(args.steps),
+           "--eval-every", str(max(args.steps // 4, 1)), "--checkpoint-every", str(max(args.steps // 4, 1))]
+    cmd += (["--data-root", root] if root else []) + (["--iw-images", str(args.iw_images)] if args.iw_images else [])
+    return trained(out, cmd + (["--preset", args.preset] if args.preset else []))
 
 
 @torch.no_grad()

@@ -12,41 +12,19 @@ exists is reused.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import subprocess
-import sys
-import time
 from typing import Dict
+
+from training_runs import trained
 
 
 def train(out: str, z_flow: int, args: argparse.Namespace) -> Dict:
-    report = os.path.join(out, "eval.json")
-    if not os.path.exists(report):
-        if os.path.exists(out):
-            raise SystemExit(f"{out} holds an unfinished run; remove it or finish it with selfvae.train --resume")
-        cmd = [sys.executable, "-m", "selfvae.train", "--transform", args.transform, "--levels", str(args.levels),
-               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-               "--out", out, "--iw-samples", str(args.iw_samples), "--iw-images", str(args.iw_images),
-               "--image-every", str(args.steps), "--eval-every", str(args.steps),
-               "--checkpoint-every", str(max(args.steps // 4, 1)), "--set", f"z_flow={z_flow}", "--no-progress"]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        print("$ " + " ".join(cmd), flush=True)
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        with open(os.path.join(out, "wall_time.json"), "w") as f:
-            json.dump({"seconds": time.perf_counter() - start}, f)
-    with open(report) as f:
-        result = json.load(f)
-    wall = os.path.join(out, "wall_time.json")
-    result["wall_seconds"] = json.load(open(wall))["seconds"] if os.path.exists(wall) else float("nan")
-    with open(os.path.join(out, "log.jsonl")) as f:
-        speeds = [json.loads(line).get("images_per_s") for line in f if line.strip()]
-    speeds = [s for s in speeds if s]
-    result["images_per_s"] = sorted(speeds)[len(speeds) // 2] if speeds else float("nan")
-    return result
+    cmd = ["--transform", args.transform, "--levels", str(args.levels), "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--iw-samples", str(args.iw_samples),
+           "--iw-images", str(args.iw_images), "--image-every", str(args.steps), "--eval-every", str(args.steps),
+           "--checkpoint-every", str(max(args.steps // 4, 1)), "--set", f"z_flow={z_flow}", "--no-progress"]
+    return trained(out, cmd + (["--threads", str(args.threads)] if args.threads else []))
 
 
 def main() -> None:
