@@ -70,6 +70,11 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
         loss.backward()
         opt.step()
 
+    sync(device)
+    start = time.perf_counter()
+    step()  # with --compile, the compilation (or the load of its cached result)
+    sync(device)
+    first_step_s = time.perf_counter() - start
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
@@ -87,7 +92,8 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
     median = statistics.median(times)
     row = {"preset": preset, "K": levels, "size": size, "batch": batch, "device": str(device),
            "precision": "bf16" if bf16 else "fp32", "compiled": compile_model, "threads": torch.get_num_threads(),
-           "parameters": count_parameters(model), "step_s": median, "images_per_s": batch / median,
+           "parameters": count_parameters(model), "first_step_s": first_step_s, "step_s": median,
+           "images_per_s": batch / median,
            "gflop_per_image": flops / batch / 1e9, "achieved_tflops": flops / median / 1e12}
     peak = peak_tflops(device)
     row["fraction_of_bf16_peak"] = row["achieved_tflops"] / peak if peak else None
@@ -113,6 +119,8 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
 
 def plan(args: argparse.Namespace) -> List[Dict]:
     """The configurations to measure."""
+    if args.only:
+        return [dict(preset=p, levels=int(k), size=int(s)) for p, k, s in (c.split(":") for c in args.only.split(","))]
     if args.quick:
         configs = [dict(preset="small", levels=k, size=s) for s in (32, 64) for k in (0, 1, 3)]
         configs += [dict(preset="paper", levels=k, size=32) for k in (0, 1, 3)]
@@ -148,7 +156,10 @@ def main() -> None:
     p.add_argument("--iw-samples", type=int, default=512)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="default: bf16 autocast on CUDA, fp32 on the CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (cache in ~/.cache/selfvae/inductor unless TORCHINDUCTOR_CACHE_DIR "
+                        "is set: the first run on a machine compiles, later ones load)")
+    p.add_argument("--only", default=None, help="only these configurations, e.g. small:3:32,paper:1:32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.md and benchmark.json")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one configuration as JSON
@@ -167,6 +178,9 @@ def main() -> None:
     here = os.path.abspath(__file__)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(here)) + os.pathsep +
            os.environ.get("PYTHONPATH", "")}
+    # a persistent compile cache: torch.compile pays its minutes once per machine, later runs load it
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "selfvae", "inductor"))
+    env.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     print(f"torch {torch.__version__}, device {device}, {'bf16' if bf16 else 'fp32'}, batch {args.batch_size}, "
           f"{steps} timed steps after {warmup}; IW {args.iw_samples} samples on {iw_images} images", flush=True)
     for config in plan(args):
@@ -180,7 +194,8 @@ def main() -> None:
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{r['preset']:5s} K={r['K']} {r['size']}px: {r['images_per_s']:.1f} images/s, "
+        print(f"{r['preset']:5s} K={r['K']} {r['size']}px: first step {r['first_step_s']:.1f} s, "
+              f"{r['images_per_s']:.1f} images/s, "
               f"{r['gflop_per_image']:.2f} GFLOP/image, IW-512 {r.get('iw_images_per_s', 0):.2f} images/s", flush=True)
     text = table(rows)
     os.makedirs(args.out, exist_ok=True)
