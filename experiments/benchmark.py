@@ -27,6 +27,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from common import write_report
+
 # dense bf16 tensor-core peaks (TFLOP/s, no sparsity), from the vendors' data sheets
 BF16_PEAK = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "RTX 4090": 165.0}
 
@@ -198,12 +200,7 @@ def main() -> None:
               f"{r['images_per_s']:.1f} images/s, "
               f"{r['gflop_per_image']:.2f} GFLOP/image, IW-512 {r.get('iw_images_per_s', 0):.2f} images/s", flush=True)
     text = table(rows)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "benchmark.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    print("\n" + text)
+    write_report(args.out, "benchmark", text, rows)
 
 
 if __name__ == "__main__":

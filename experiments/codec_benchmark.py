@@ -16,7 +16,6 @@ speed and the process's peak memory. Needs the ``experiments`` extra
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
@@ -35,6 +34,8 @@ from selfvae.checkpoint import load_model
 from selfvae.evaluation import likelihood
 from selfvae.metrics import psnr, ssim
 from transforms.imageio import read_image
+
+from common import write_report
 
 # Whole photographs bundled with installed packages and not among the built-in dataset's sources.
 HELD_OUT = {
@@ -321,11 +322,7 @@ def main() -> None:
     result["plot"] = plot(result["lossy"], os.path.join(args.out, "rate_distortion.png"))
     result["peak_memory_mb"] = peak_memory_mb()
     text = report(result)
-    with open(os.path.join(args.out, "codec_benchmark.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(args.out, "codec_benchmark.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
-    print("\n" + text)
+    write_report(args.out, "codec_benchmark", text, result)
 
 
 if __name__ == "__main__":

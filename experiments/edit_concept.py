@@ -35,6 +35,8 @@ from selfvae.checkpoint import load_model
 from selfvae.edit import Concept, concept_vector, edit, posterior_means
 from selfvae.images import save_rows
 
+from common import write_report
+
 
 def luminance(images: torch.Tensor) -> torch.Tensor:
     """Mean Rec. 601 luma of uint8 ``(N, C, H, W)`` images (C = 1 or 3): float ``(N,)`` in 0..255."""
@@ -149,10 +151,8 @@ def main() -> None:
              f"at their conditional prior means, for 'keep' the image's own posterior means.", ""]
     for name in args.properties:
         lines += run_property(model, images, name, args.strengths, args.out, args.seed)
-    text = "\n".join(lines).rstrip() + "\n"
-    with open(os.path.join(args.out, "edit_concept.md"), "w") as f:
-        f.write(text)
-    print("\n" + text)
+    text = "\n".join(lines).rstrip()
+    write_report(args.out, "edit_concept", text)
 
 
 if __name__ == "__main__":

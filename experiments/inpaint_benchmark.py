@@ -31,7 +31,6 @@ with the hole grey, mask, each fill, original) for the first ``--grid`` images.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -47,6 +46,8 @@ from selfvae.images import save_rows
 from selfvae.inpaint import (DEFAULT_ITERATIONS, classical_inpaint, inpaint, mask_image, mean_fill, show_hole,
                              standard_masks)
 from selfvae.metrics import psnr, ssim
+
+from common import write_report
 
 MASK_TITLES = {"centre": "centre square", "strokes": "random strokes", "half": "right half"}
 
@@ -154,11 +155,7 @@ def main() -> None:
                              labels=["input (hole grey)", "mask"] + list(rows) + ["original"])
             result["masks"][name] = {"fraction": float(mask.float().mean()), "grid": grid, "methods": summary(rows)}
     text = report(result)
-    with open(os.path.join(args.out, "inpaint_benchmark.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(args.out, "inpaint_benchmark.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
-    print("\n" + text)
+    write_report(args.out, "inpaint_benchmark", text, result)
     print("\n" + "\n".join(entry["grid"] for entry in result["masks"].values()))
 
 

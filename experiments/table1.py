@@ -25,7 +25,7 @@ from selfvae import modes
 from selfvae.checkpoint import load_model
 from selfvae.images import save_rows
 
-from training_runs import trained
+from common import trained, write_report
 
 MODELS: List[Tuple[str, str, int]] = [
     ("VAE", "downscale", 0),
@@ -103,11 +103,8 @@ def main() -> None:
         sub = f"{r['iw_elbo_bpd']:.3f}" if r.get("iw_elbo_bpd") is not None else "–"
         lines.append(f"| {label} | {model_name} | {levels[model_name]} | {r['elbo_bpd']:.3f} | {sub} | {iw} | "
                      f"{r['parameters']['total'] / 1e6:.2f} M | {r['wall_seconds'] / 60:.1f} min |")
-    text = "\n".join(lines) + "\n"
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "table1.md"), "w") as f:
-        f.write(text)
-    print("\n" + text)
+    text = "\n".join(lines)
+    write_report(args.out, "table1", text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import math
 import os
 from typing import Dict
 
-from training_runs import trained
+from common import trained, write_report
 
 
 def train(out: str, z_flow: int, args: argparse.Namespace) -> Dict:
@@ -58,11 +58,8 @@ def main() -> None:
         cells = " | ".join(f"{b * x_dims:.1f} ({b:.4f})" if b is not None and math.isfinite(b) else "–" for b in bits)
         lines.append(f"| {n} | {r['elbo_bpd']:.3f} | {iw} | {cells} | {r['parameters']['total'] / 1e6:.3f} M | "
                      f"{r['images_per_s']:.1f} | {r['wall_seconds'] / 60:.1f} min |")
-    text = "\n".join(lines) + "\n"
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "z_flow.md"), "w") as f:
-        f.write(text)
-    print("\n" + text)
+    text = "\n".join(lines)
+    write_report(args.out, "z_flow", text)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ The posteriors ``q(z_k | y_{k-1})`` stay diagonal Gaussians.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import normflows as nf
@@ -139,6 +140,11 @@ class FlowGaussian:
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
         w = self.base.sample(noise=noise, temperature=temperature, generator=generator)
         return self.flow(w, self.context)[0]
+
+    def grid_bits(self, z: torch.Tensor, step: float) -> torch.Tensor:
+        """Bits to send ``z`` on the grid of ``step``: the cell's mass taken as density x cell volume
+        (``step`` small against the density's scale), summed: float64 ``(B,)``."""
+        return -self.log_prob(z).double() / math.log(2.0) - z[0].numel() * math.log2(step)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log p(z | c)`` summed over all non-batch dims: ``(B, C, H, W)`` -> ``(B,)`` nats."""

@@ -40,11 +40,15 @@ def _umask() -> int:
 
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
-    """Write ``state`` atomically: a temporary file in the same folder, flushed to disk, then
+    """Write ``state`` as a checkpoint (format and version added), atomically (:func:`atomic_save`)."""
+    atomic_save({"format": FORMAT, "version": VERSION, **state}, path)
+
+
+def atomic_save(state: Any, path: str) -> None:
+    """``torch.save`` ``state`` atomically: a temporary file in the same folder, flushed to disk, then
     renamed over ``path``. A crash mid-write leaves the previous file intact (and a temporary
     file that :func:`remove_stale_temporaries` clears). The file gets the user's umask
     permissions, like any file they write."""
-    state = {"format": FORMAT, "version": VERSION, **state}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pt", dir=folder)

@@ -493,6 +493,14 @@ class DiagonalGaussian:
             lp = -0.5 * (math.log(2 * math.pi) + self._logvar + (z - self._mean) ** 2 * torch.exp(-self._logvar))
             return self._sum(lp)
 
+    def grid_bits(self, z: torch.Tensor, step: float) -> torch.Tensor:
+        """Bits to send ``z`` on the grid of ``step``: ``-log2`` of this Gaussian's mass of each grid
+        cell ``[z - step/2, z + step/2)``, summed over non-batch dims (float64 ``(B,)``)."""
+        normal = torch.distributions.Normal(self._mean.double(), self.std.double())
+        z = z.double()
+        mass = (normal.cdf(z + step / 2) - normal.cdf(z - step / 2)).clamp_min(1e-300)
+        return -torch.log2(mass).flatten(1).sum(1)
+
     def repeat(self, times: int) -> "DiagonalGaussian":
         """Each example repeated ``times`` times: batch ``B*times`` ordered ``x0, x0, ..., x1, x1, ...``."""
         return DiagonalGaussian._from_bounded(

@@ -24,13 +24,13 @@ Images enter as uint8 ``(B, C, H, W)`` in 0..255 at x's spec and leave the same 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from . import modes
+from .checkpoint import atomic_save
 from .evaluation import evaluating
 from .model import SelfVAE
 
@@ -146,11 +146,7 @@ def edit(model: SelfVAE, x: torch.Tensor, concept: Concept, strengths: Sequence[
 def save_concept(concept: Concept, path: str, **record) -> str:
     """Write a concept (with ``record``: where it came from, e.g. the folders) to ``path`` with
     ``torch.save``, atomically; returns the path. Read it back with :func:`load_concept`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    torch.save({**record, **concept.to_dict()}, tmp)
-    os.replace(tmp, path)
+    atomic_save({**record, **concept.to_dict()}, path)
     return path
 
 

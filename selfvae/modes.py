@@ -114,17 +114,10 @@ def quantise(z: torch.Tensor, step: float) -> torch.Tensor:
 
 
 def grid_bits(prior, z: torch.Tensor, step: float) -> torch.Tensor:
-    """Bits per example to send a latent on the grid of ``step`` under ``prior``: ``-log2`` of the
-    prior's mass of each grid cell, summed: ``(B,)``. Exact for a Gaussian (``mean``/``std``); for a
-    conditional flow (:class:`~selfvae.cflow.FlowGaussian`) the mass is taken as density x cell volume
-    (``step`` small against the density's scale)."""
-    if not hasattr(prior, "std"):
-        dims = z[0].numel()
-        return (-prior.log_prob(z).double() / math.log(2.0) - dims * math.log2(step)).to(z.device)
-    normal = torch.distributions.Normal(prior.mean.double(), prior.std.double())
-    z = z.double()
-    mass = (normal.cdf(z + step / 2) - normal.cdf(z - step / 2)).clamp_min(1e-300)
-    return -torch.log2(mass).flatten(1).sum(1)
+    """Bits per example to send a latent on the grid of ``step`` under ``prior`` (a
+    :class:`~selfvae.distributions.DiagonalGaussian` or :class:`~selfvae.cflow.FlowGaussian`):
+    ``-log2`` of the prior's mass of each grid cell, summed: ``(B,)`` (see their ``grid_bits``)."""
+    return prior.grid_bits(z, step)
 
 
 # --------------------------------------------------------------------------- what is sent

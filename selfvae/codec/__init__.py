@@ -230,14 +230,13 @@ def _decode_stored(model: SelfVAE, header: Header, words: np.ndarray, up_to_leve
     """A stored file: the pixels themselves; a preview ``y_k`` is computed from them by the chain."""
     images = _stored_images(header, words)
     names = [e.name for e in header.images]
-    tiles = _tiles(model, images)
-    levels = bitsback.levels_from(model, tiles, 0)
-    _verify(tiles_checksum(levels[up_to_level]) == header.level_checksums[up_to_level],
+    level = model.make_levels(_tiles(model, images))[up_to_level] if up_to_level else _tiles(model, images)
+    _verify(tiles_checksum(level) == header.level_checksums[up_to_level],
             "the decoded images" if up_to_level == 0 else f"level {up_to_level}")
     if up_to_level == 0:
         return Decoded(images, names, 0, 256, header)
     shapes = [(e.channels, e.height, e.width) for e in header.images]
-    return Decoded(_untile(model, levels[up_to_level], shapes, up_to_level), names, up_to_level,
+    return Decoded(_untile(model, level, shapes, up_to_level), names, up_to_level,
                    model.specs[up_to_level].num_values, header)
 
 

@@ -45,20 +45,25 @@ Levels = List[Optional[torch.Tensor]]
 
 
 # --------------------------------------------------------------------------- levels and latents
+def _tile_rows(table: np.ndarray, tiles: int, keep: torch.Tensor) -> np.ndarray:
+    """The rows of a per-pixel table ``(tiles * pixels, n)`` that belong to the tiles in ``keep``."""
+    return table.reshape(tiles, -1, table.shape[-1])[keep.numpy()].reshape(-1, table.shape[-1])
+
+
 def push_level(stack: Stack, dist: DiscretizedLogisticMixture, value: torch.Tensor,
                gray: Optional[torch.Tensor] = None) -> None:
     """Push a level (integer ``(B, C, H, W)``) channel by channel, last channel first. Tiles marked in
     ``gray`` (bool ``(B,)``; their channels are equal) send channel 0 alone: the decoder copies it."""
     B, C = value.shape[:2]
     for c in reversed(range(C)):
+        keep = ~gray if c and gray is not None else None
+        if keep is not None and not keep.any():
+            continue
         table = integer_table(dist.channel_pmf(c, value[:, :c] if c else None))
-        values = value[:, c]
-        if c and gray is not None:
-            keep = ~gray
-            table, values = table.reshape(B, -1, table.shape[-1])[keep.numpy()].reshape(-1, table.shape[-1]), \
-                values[keep]
-        if values.numel():
-            stack.push_values(values, table)
+        if keep is None:
+            stack.push_values(value[:, c], table)
+        else:
+            stack.push_values(value[:, c][keep], _tile_rows(table, B, keep))
 
 
 def pop_level(stack: Stack, dist: DiscretizedLogisticMixture, gray: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -67,18 +72,18 @@ def pop_level(stack: Stack, dist: DiscretizedLogisticMixture, gray: Optional[tor
     B, C, H, W = dist.shape
     values: List[torch.Tensor] = []
     for c in range(C):
-        previous = torch.stack(values, dim=1) if c else None
-        table = integer_table(dist.channel_pmf(c, previous))
-        if c and gray is not None:
-            channel = values[0].clone()
-            keep = ~gray
-            if keep.any():
-                rows = table.reshape(B, -1, table.shape[-1])[keep.numpy()].reshape(-1, table.shape[-1])
-                channel[keep] = torch.from_numpy(stack.pop_values(rows).astype(np.int64)).reshape(-1, H, W)
-            values.append(channel)
+        keep = ~gray if c and gray is not None else None
+        if keep is not None and not keep.any():
+            values.append(values[0].clone())
             continue
-        symbols = stack.pop_values(table)
-        values.append(torch.from_numpy(symbols.astype(np.int64)).reshape(B, H, W))
+        table = integer_table(dist.channel_pmf(c, torch.stack(values, dim=1) if c else None))
+        if keep is None:
+            values.append(torch.from_numpy(stack.pop_values(table).astype(np.int64)).reshape(B, H, W))
+        else:
+            channel = values[0].clone()
+            channel[keep] = torch.from_numpy(stack.pop_values(_tile_rows(table, B, keep)).astype(np.int64)).reshape(
+                -1, H, W)
+            values.append(channel)
     return torch.stack(values, dim=1).to(torch.uint8)
 
 

@@ -1,5 +1,5 @@
-"""Shared by the experiments that train models: run ``python -m selfvae.train`` once per output
-folder and read its results back, so that an interrupted experiment continues where it stopped."""
+"""What the experiment scripts share: training runs that an interrupted experiment reuses
+(:func:`trained`), and writing a report as markdown and JSON (:func:`write_report`)."""
 from __future__ import annotations
 
 import json
@@ -32,3 +32,15 @@ def trained(out: str, train_args: List[str]) -> Dict:
         speeds = sorted(s for s in (json.loads(line).get("images_per_s") for line in f if line.strip()) if s)
     result["images_per_s"] = speeds[len(speeds) // 2] if speeds else float("nan")
     return result
+
+
+def write_report(out: str, name: str, text: str, figures=None) -> None:
+    """``OUT/NAME.md`` with ``text`` and, given ``figures``, ``OUT/NAME.json`` (values JSON does not know
+    written as strings); then prints the text."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(text + "\n")
+    if figures is not None:
+        with open(os.path.join(out, f"{name}.json"), "w") as f:
+            json.dump(figures, f, indent=2, default=str)
+    print("\n" + text)
