@@ -1,4 +1,4 @@
-"""Inspect the built-in default dataset (patches of scikit-image's bundled photographs).
+"""Inspect the built-in default dataset (patches of scikit-image's bundled photographs; test = whole photographs).
 
 Prints the train/test patch counts at 32 and 64 pixels, the photographs used with
 their licences, and writes PNG grids of a few train and test patches.
@@ -44,12 +44,11 @@ def main() -> None:
         print(f"  {src['name']:<22} {src['description']}\n  {'':<22} licence: {src['licence']}\n"
               f"  {'':<22} source:  {src['source']}")
     for size in (32, 64):
-        info = default_dataset_info(size, seed=args.seed, cache_dir=args.cache_dir)
+        info = default_dataset_info(size, cache_dir=args.cache_dir)
         print(f"\ndefault{size}: {info['n_train']} train / {info['n_test']} test patches "
-              f"(tile {info['tile']}, train stride {info['train_stride']}, test stride {info['test_stride']}, "
-              f"{info['n_test_tiles']} test tiles)")
+              f"(train stride {info['train_stride']}, test photographs tiled at stride {info['test_stride']})")
         for p in info["photos"]:
-            print(f"  {p['name']:<22} {p['shape'][0]:>4}x{p['shape'][1]:<4} (scale {p['scale']}) "
+            print(f"  {p['name']:<22} {p['split']:<5} {p['shape'][0]:>4}x{p['shape'][1]:<4} (scale {p['scale']}) "
                   f"train {p['n_train']:>5}  test {p['n_test']:>4}")
         rng = np.random.default_rng(0)
         for split in ("train", "test"):

@@ -90,7 +90,7 @@ def save_png(path, arr, mode=None):
 
 
 def test_dataset_names_and_unknown_name():
-    assert datasets.DATASETS == ("default", "cifar10", "imagenette", "celeba", "folder")
+    assert datasets.DATASETS == ("default", "photos", "cifar10", "imagenette", "celeba", "folder")
     with pytest.raises(DataError) as e:
         load_dataset("mnist", "train")
     for n in datasets.DATASETS:
@@ -445,31 +445,28 @@ def test_default_dataset(size, default_cache):
     assert tr.name == f"default{size}"
     assert tr.images.dtype == torch.uint8 and tr.images.shape[1:] == (3, size, size)
     assert te.images.shape[1:] == (3, size, size)
-    assert len(tr) >= 3000 and len(te) >= (300 if size == 32 else 100)
+    assert len(tr) >= 1500 and len(te) >= (500 if size == 32 else 120)
     assert tr.coords.dtype == torch.int64 and tr.coords.shape == (len(tr), 3)
     assert te.coords.shape == (len(te), 3)
-    # every photo contributes to both splits
-    n_photos = len(datasets.DEFAULT_SOURCES)
-    assert set(tr.coords[:, 0].tolist()) == set(range(n_photos)) == set(te.coords[:, 0].tolist())
+    # the test split is whole photographs that give no training patch, and vice versa
+    test_photos = {k for k, s in enumerate(datasets.DEFAULT_SOURCES) if s["split"] == "test"}
+    assert {s["name"] for s in datasets.DEFAULT_SOURCES if s["split"] == "test"} == {"coffee", "motorcycle_left"}
+    seen = torch.cat([tr.coords, va.coords])  # validation patches are training-side patches
+    assert set(te.coords[:, 0].tolist()) == test_photos
+    assert set(seen[:, 0].tolist()) == set(range(len(datasets.DEFAULT_SOURCES))) - test_photos
     # images are the patches their coordinates name
     photos = datasets.load_default_photos()
     for ds in (tr, va, te):
         for j in np.linspace(0, len(ds) - 1, 25).astype(int):
             k, r, c = ds.coords[j].tolist()
             assert np.array_equal(ds.images[j].numpy(), photos[k][r : r + size, c : c + size].transpose(2, 0, 1))
-    # no test pixel is inside any training patch
-    for k in range(n_photos):
+    # each test photograph is tiled without overlap, every tile kept
+    for k in test_photos:
         h, w = photos[k].shape[:2]
-        covered = np.zeros((h, w), bool)
-        for _, r, c in te.coords[te.coords[:, 0] == k].tolist():
-            covered[r : r + size, c : c + size] = True
-        s = np.pad(covered.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-        seen = torch.cat([tr.coords, va.coords])  # validation patches are training-side patches
-        trk = seen[seen[:, 0] == k].numpy()
-        r, c = trk[:, 1], trk[:, 2]
-        overlap = s[r + size, c + size] - s[r, c + size] - s[r + size, c] + s[r, c]
-        assert (overlap == 0).all(), f"photo {k}: a training patch overlaps a test patch"
-    # no duplicate patches within a split
+        xy = te.coords[te.coords[:, 0] == k][:, 1:].tolist()
+        assert sorted(map(tuple, xy)) == [(r, c) for r in range(0, h - size + 1, size)
+                                          for c in range(0, w - size + 1, size)]
+    # no duplicate training patches
     assert len({tuple(x) for x in seen.tolist()}) == len(tr) + len(va)
     info = datasets.default_dataset_info(size, cache_dir=default_cache)
     assert info["n_train"] == len(tr) + len(va) and info["n_test"] == len(te)
@@ -482,16 +479,17 @@ def test_default_cache_reuse_and_seed(default_cache, tmp_path, monkeypatch):
     builds = spy(monkeypatch, photo_patches, "build_patches")
     files = sorted(f for f in os.listdir(default_cache) if f.startswith("default32-"))
     mtimes = [os.stat(os.path.join(default_cache, f)).st_mtime_ns for f in files]
-    a = load_dataset("default", "test", image_size=32, cache_dir=default_cache)
+    a = load_splits("default", image_size=32, cache_dir=default_cache)
     assert builds == []
     assert [os.stat(os.path.join(default_cache, f)).st_mtime_ns for f in files] == mtimes
-    # another seed draws other test tiles (a new cache entry)
-    b = load_dataset("default", "test", image_size=32, cache_dir=str(tmp_path), seed=1)
-    assert len(builds) == 1
-    assert a.coords.shape != b.coords.shape or not torch.equal(a.coords, b.coords)
-    # the default size is 32, root is ignored
-    c = load_dataset("default", "test", root="/does/not/matter", cache_dir=default_cache)
-    assert torch.equal(c.images, a.images)
+    # another seed draws other validation patches; the test photographs are fixed
+    b = load_splits("default", image_size=32, cache_dir=default_cache, seed=1)
+    assert builds == []
+    assert torch.equal(a.test.images, b.test.images)
+    assert not torch.equal(a.validation.coords, b.validation.coords)
+    # the default size is 32, root and test_fraction are ignored
+    c = load_dataset("default", "test", root="/does/not/matter", cache_dir=default_cache, test_fraction=0.5)
+    assert torch.equal(c.images, a.test.images)
 
 
 def test_default_bad_size():
@@ -502,7 +500,74 @@ def test_default_bad_size():
 def test_default_sources_documented():
     for s in datasets.DEFAULT_SOURCES:
         assert {"name", "file", "licence", "source", "scale"} <= set(s)
-        assert any(w in s["licence"] for w in ("Public domain", "CC0", "No known copyright"))
+        assert s["split"] in ("train", "test")
+        if s["split"] == "train":  # what the model learns from is free to use
+            assert any(w in s["licence"] for w in ("Public domain", "CC0", "No known copyright"))
+
+
+# --------------------------------------------------------------------------- #
+# "photos": a folder of photographs, patches at native resolution, split by photograph
+# --------------------------------------------------------------------------- #
+
+
+def _photo(h, w, seed):
+    """A smooth random RGB photo-like image (not flat anywhere)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8)
+    big = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(big.astype(np.int16) + rng.integers(-6, 7, size=big.shape), 0, 255).astype(np.uint8)
+
+
+def test_photos_dataset_splits_by_subfolder(tmp_path):
+    root = tmp_path / "corpus"
+    shapes = {"train/a.png": (100, 130), "train/b.png": (70, 64), "heldout/c.png": (96, 75),
+              "heldout/d.png": (33, 40), "notes/e.png": (64, 64)}  # e is in neither split folder
+    arrays = {}
+    for i, (rel, (h, w)) in enumerate(shapes.items()):
+        arrays[rel] = _photo(h, w, i)
+        save_png(root / rel, arrays[rel])
+    s = load_splits("photos", image_size=32, root=str(root))
+    files = s.train.info["files"]
+    assert files == ["heldout/c.png", "heldout/d.png", "train/a.png", "train/b.png"]
+    assert "sub-folders" in s.train.info["split_by"]
+    for ds in (s.train, s.validation, s.test):
+        for img, (k, r, c) in zip(ds.images, ds.coords.tolist()):
+            assert np.array_equal(img.numpy(), arrays[files[k]][r:r + 32, c:c + 32].transpose(2, 0, 1))
+    # whole photographs: the held-out ones give only test patches, tiled without overlap
+    assert {files[k] for k in s.test.coords[:, 0].tolist()} == {"heldout/c.png", "heldout/d.png"}
+    train_side = torch.cat([s.train.coords, s.validation.coords])
+    assert {files[k] for k in train_side[:, 0].tolist()} == {"train/a.png", "train/b.png"}
+    assert len(s.test) == (96 // 32) * (75 // 32) + (33 // 32) * (40 // 32)
+    # training patches at stride 16: a 100x130 photo gives 5 x 7 windows, 70x64 gives 3 x 3
+    assert len(train_side) == 5 * 7 + 3 * 3
+    assert s.record["rule"].startswith("test: whole photographs")
+
+
+def test_photos_dataset_hash_split_and_errors(tmp_path):
+    root = tmp_path / "flat"
+    for i in range(12):
+        save_png(root / f"p{i:02d}.png", _photo(64, 64, i))
+    s = load_splits("photos", image_size=32, root=str(root), test_fraction=0.3)
+    files = s.test.info["files"]
+    test_files = {files[k] for k in s.test.coords[:, 0].tolist()}
+    train_files = {files[k] for k in torch.cat([s.train.coords, s.validation.coords])[:, 0].tolist()}
+    assert test_files and train_files and not test_files & train_files
+    assigned = hash_assign(files, 0, 0.3, 0.0)
+    assert test_files == {f for f, a in zip(files, assigned) if a == "test"}
+    # a corrupt file is named, or skipped with a warning
+    (root / "p05.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
+    with pytest.raises(DataError, match="p05.png"):
+        load_splits("photos", image_size=32, root=str(root), test_fraction=0.3)
+    with pytest.warns(RuntimeWarning, match="p05.png"):
+        t = load_splits("photos", image_size=32, root=str(root), test_fraction=0.3, on_bad_image="skip")
+    assert "p05.png" not in t.train.info["files"]
+    with pytest.raises(DataError, match="root"):
+        load_splits("photos", image_size=32)
+    tiny = tmp_path / "tiny"
+    for i in range(3):
+        save_png(tiny / f"t{i}.png", _photo(20, 20, i))
+    with pytest.raises(DataError, match="no training patches|no test patches"):
+        load_splits("photos", image_size=32, root=str(tiny), test_fraction=0.5)
 
 
 # --------------------------------------------------------------------------- #
@@ -532,7 +597,7 @@ def test_validation_is_the_trainers_draw_for_fixed_datasets(tmp_path, default_ca
         train, validation = _trainer_draw(torch.from_numpy(full[tr_idx]), seed)
         assert torch.equal(s.train.images, train) and torch.equal(s.validation.images, validation)
     s = load_splits("default", cache_dir=default_cache)
-    full = torch.from_numpy(photo_patches._default_arrays(32, 0, 0.15, default_cache)["train_images"])
+    full = torch.from_numpy(photo_patches._default_arrays(32, default_cache)["train_images"])
     train, validation = _trainer_draw(full, 0)
     assert torch.equal(s.train.images, train) and torch.equal(s.validation.images, validation)
 

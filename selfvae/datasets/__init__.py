@@ -8,6 +8,7 @@ downloaded: every loader reads local files.
 name           what                                                         module
 =============  ===========================================================  ==============
 ``default``    32/64-px patches of photographs bundled with scikit-image    photo_patches
+``photos``     patches of a folder of photographs, split by photograph      photo_patches
 ``cifar10``    CIFAR-10's five python training batches (32x32)              cifar10
 ``imagenette`` an image folder, its ``train`` sub-folder if there is one    image_folder
 ``celeba``     aligned CelebA faces, crop 148x148 at (40, 15), resized      image_folder
@@ -43,7 +44,9 @@ def load_splits(name: str, image_size: int | None = None, root: str | None = Non
             ``"default"``: 32 or 64; ``"cifar10"``: 32 only.
         root: data folder (ignored by ``"default"``).
         seed: seed of the split.
-        test_fraction: in [0, 1), the share held out as test (images; tiles for ``"default"``).
+        test_fraction: in [0, 1), the share held out as test (images; photographs for ``"photos"``
+            without ``train/`` + ``heldout/`` sub-folders; ignored by ``"default"``, whose test
+            photographs are fixed).
         validation_fraction: in (0, 1), the share of the training images used for validation.
         cache_dir: cache folder (see :func:`cache_directory`).
         progress: show the progress bar while decoding an image folder.
@@ -62,6 +65,9 @@ def load_splits(name: str, image_size: int | None = None, root: str | None = Non
     size = check_image_size(name, image_size)
     if name == "default":
         return photo_patches.load_default_splits(size, seed, test_fraction, validation_fraction, cache_dir)
+    if name == "photos":
+        return photo_patches.load_photo_folder_splits(root, size, seed, test_fraction, validation_fraction,
+                                                      cache_dir, on_bad_image, progress)
     if name == "cifar10":
         return cifar10.load_cifar10_splits(root, size, seed, test_fraction, validation_fraction)
     return image_folder.load_folder_splits(name, root, size, seed, test_fraction, validation_fraction,

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 #: Names accepted by ``load_dataset`` / ``load_splits``.
-DATASETS = ("default", "cifar10", "imagenette", "celeba", "folder")
+DATASETS = ("default", "photos", "cifar10", "imagenette", "celeba", "folder")
 
 #: The three splits; validation is carved out of the training images.
 SPLITS = ("train", "validation", "test")
 
 #: Default ``image_size`` per dataset (``None`` in ``load_dataset`` means this).
-DEFAULT_IMAGE_SIZES = {"default": 32, "cifar10": 32, "imagenette": 64, "celeba": 64, "folder": 64}
+DEFAULT_IMAGE_SIZES = {"default": 32, "photos": 32, "cifar10": 32, "imagenette": 64, "celeba": 64, "folder": 64}
 
 
 class DataError(ValueError):
@@ -47,8 +47,8 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         indices: ``int64`` tensor ``(N,)``, position of each image in the full collection
             before splitting (file list order / CIFAR batch order / patch order of the
             default dataset's train or test patches).
-        coords: for ``"default"`` only, ``int64 (N, 3)``: ``(photo index into
-            DEFAULT_SOURCES, top row, left column)`` of each patch in the (scaled) photo.
+        coords: for ``"default"`` and ``"photos"``, ``int64 (N, 3)``: ``(photo index into
+            DEFAULT_SOURCES / the folder's sorted files, top row, left column)`` of each patch.
         labels: for ``"cifar10"`` only, ``int64 (N,)`` class labels.
         paths: for folder datasets, the absolute path of each image's file.
         info: free-form metadata (root folder, crop, ...).

@@ -1,41 +1,50 @@
-"""The built-in ``"default"`` dataset: patches of public-domain / CC0 photographs bundled with scikit-image.
+"""Patches of whole photographs, split by photograph: the built-in ``"default"`` dataset and ``"photos"``.
 
-Nothing is downloaded: the photographs of :data:`DEFAULT_SOURCES` ship inside the
-installed scikit-image (licences listed there). The images are 32x32 or 64x64 patches.
-Each photo is cut into square tiles; a seeded ``test_fraction`` of the tiles is held out,
-the test patches lie inside those tiles and no training patch touches them, so no test
-pixel is ever seen in training (:func:`build_patches`). Validation is carved out of the
-training patches (``splits.carve_validation``).
+``"default"``: public-domain / CC0 photographs bundled with scikit-image
+(:data:`DEFAULT_SOURCES`, nothing downloaded). Six are training photographs; two others
+(``coffee`` and ``motorcycle_left``) are the test split, whole: no training patch comes
+from them, so every test figure is generalisation to unseen photographs, not recall.
 
-The built arrays are cached (``common.cache_directory``) under a key covering
-:data:`DEFAULT_DATASET_VERSION`, the patch geometry, the seed, the test fraction and the
-SHA-256 of every source photo.
+``"photos"``: any folder of photographs (e.g. the corpus of ``experiments/build_corpus.py``),
+split by photograph (its ``train/`` and ``heldout/`` sub-folders, or a hash of each path).
+
+Both cut patches at the photographs' own resolution (:func:`photo_patch_arrays`): overlapping
+training patches (stride ``S // 2``, flat ones left out) and the non-overlapping tiles of each
+test photograph. Built arrays are cached (``common.cache_directory``) under a key covering
+:data:`DEFAULT_DATASET_VERSION`, the geometry and every source file (SHA-256 for the bundled
+photos; size and modification time for folders).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
+import warnings
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from tqdm.auto import tqdm
+
 from .common import DataError, ImageTensorDataset, cache_directory, content_hash, load_npz, save_npz_atomic
-from .splits import Splits, carve_validation, check_fraction, make_record
+from .splits import Splits, carve_validation, hash_assign, make_record
 
 #: Bump when the construction of the built-in default dataset changes.
-DEFAULT_DATASET_VERSION = 1
+DEFAULT_DATASET_VERSION = 2
 
 #: Photographs bundled with scikit-image that the default dataset is cut from,
 #: with their provenance and licence as stated in scikit-image's documentation
 #: (docstrings of the ``skimage.data`` functions).  ``scale`` is applied (area
 #: interpolation) before cutting patches; patch coordinates refer to the scaled photo.
+#: ``split``: ``"train"`` photographs give the training (and validation) patches, ``"test"``
+#: photographs are the test split, whole.
 DEFAULT_SOURCES: list[dict[str, Any]] = [
     {
         "name": "astronaut",
         "file": "astronaut.png",
         "scale": 1.0,
+        "split": "train",
         "description": "Eileen Collins, NASA astronaut (portrait)",
         "licence": "Public domain (NASA; no known copyright restrictions)",
         "source": "NASA Great Images database, https://flic.kr/p/r9qvLn",
@@ -44,6 +53,7 @@ DEFAULT_SOURCES: list[dict[str, Any]] = [
         "name": "chelsea",
         "file": "chelsea.png",
         "scale": 1.0,
+        "split": "train",
         "description": "Chelsea the cat",
         "licence": "CC0 1.0 (photographer: Stefan van der Walt)",
         "source": "scikit-image sample data",
@@ -52,6 +62,7 @@ DEFAULT_SOURCES: list[dict[str, Any]] = [
         "name": "coffee",
         "file": "coffee.png",
         "scale": 1.0,
+        "split": "test",
         "description": "Coffee cup, courtesy of Pikolo Espresso Bar",
         "licence": "CC0 1.0 (photographer: Rachel Michetti)",
         "source": "scikit-image sample data",
@@ -60,6 +71,7 @@ DEFAULT_SOURCES: list[dict[str, Any]] = [
         "name": "hubble_deep_field",
         "file": "hubble_deep_field.jpg",
         "scale": 1.0,
+        "split": "train",
         "description": "Hubble eXtreme Deep Field",
         "licence": "Public domain (NASA media guidelines: may be freely used)",
         "source": "HubbleSite, http://hubblesite.org/newscenter/archive/releases/2012/37/image/a/",
@@ -68,6 +80,7 @@ DEFAULT_SOURCES: list[dict[str, Any]] = [
         "name": "immunohistochemistry",
         "file": "ihc.png",
         "scale": 1.0,
+        "split": "train",
         "description": "IHC staining of colonic glands (micrograph)",
         "licence": "No known copyright restrictions (per scikit-image)",
         "source": "Center for Microscopy And Molecular Imaging (CMMI), scikit-image sample data",
@@ -76,6 +89,7 @@ DEFAULT_SOURCES: list[dict[str, Any]] = [
         "name": "retina",
         "file": "retina.jpg",
         "scale": 0.5,
+        "split": "train",
         "description": "Fundus photograph of a normal left eye",
         "licence": "CC0 1.0 Universal Public Domain Dedication (Mikael Häggström)",
         "source": "Wikimedia Commons, "
@@ -85,27 +99,30 @@ DEFAULT_SOURCES: list[dict[str, Any]] = [
         "name": "rocket",
         "file": "rocket.jpg",
         "scale": 1.0,
+        "split": "train",
         "description": "Launch of DSCOVR on Falcon 9",
         "licence": "Public domain (released by SpaceX)",
         "source": "SpaceX Photos, https://www.flickr.com/photos/spacexphotos/16511594820/",
     },
+    {
+        "name": "motorcycle_left",
+        "file": "motorcycle_left.png",
+        "scale": 1.0,
+        "split": "test",
+        "description": "Motorcycle, left view of a rectified stereo pair (Middlebury 2014, downsampled 4x)",
+        "licence": "Middlebury 2014 stereo benchmark (Scharstein et al.), redistributed in scikit-image's "
+                   "sample data; used for evaluation only",
+        "source": "https://vision.middlebury.edu/stereo/data/scenes2014/, scikit-image sample data",
+    },
 ]
 
-# Patch geometry of the default dataset per image size:
-#   tile          side of the square tiles that are assigned to train or test,
-#   train_stride  stride of the (overlapping) training patches,
-#   test_stride   stride of the test patches inside a test tile.  At 32 px the test
-#                 patches do not overlap; at 64 px they overlap by half (9 per tile
-#                 instead of 4: the photos are too small for enough disjoint 64-px
-#                 test patches).  Either way no test pixel is in any training patch.
-_DEFAULT_GEOMETRY = {
-    32: {"tile": 64, "train_stride": 16, "test_stride": 32},
-    64: {"tile": 128, "train_stride": 16, "test_stride": 32},
-}
+# Patch geometry per image size: training patches overlap (stride ``P // 2``), test patches
+# tile each held-out photograph without overlap (stride ``P``) and are all kept, flat or not.
+TRAIN_STRIDE_DIVISOR = 2
 
-#: Patches whose largest per-channel standard deviation is below this value are
-#: (nearly) constant -- e.g. the black corners of the retina photograph -- and
-#: are left out of the default dataset.
+#: Training patches whose largest per-channel standard deviation is below this value are
+#: (nearly) constant -- e.g. the black corners of the retina photograph -- and are left
+#: out of training (test patches are never filtered: the test split is whole photographs).
 MIN_PATCH_STD = 2.0
 
 
@@ -119,15 +136,13 @@ def _skimage_data_dir() -> str:
 def load_default_photos() -> tuple[np.ndarray, ...]:
     """The photographs of :data:`DEFAULT_SOURCES`, scaled, as uint8 ``(H, W, 3)`` RGB arrays.
 
-    Reads only the files bundled inside the installed scikit-image (through the
-    ``skimage.data`` functions, which verify their SHA-256); never downloads.
+    Reads only the files bundled inside the installed scikit-image; never downloads.
     The result is memoised; the arrays are read-only.
 
     Raises:
         DataError: a photo is not bundled with the installed scikit-image.
     """
-    import cv2
-    import skimage.data
+    from transforms.imageio import ImageReadError, read_image
 
     data_dir = _skimage_data_dir()
     photos = []
@@ -138,21 +153,23 @@ def load_default_photos() -> tuple[np.ndarray, ...]:
                 f"{path}: photo {src['name']!r} of the default dataset is not bundled with the installed "
                 "scikit-image (it would need a download)"
             )
-        loader: Callable[[], np.ndarray] = getattr(skimage.data, src["name"])
         try:
-            img = np.asarray(loader())
-        except Exception as e:
-            raise DataError(f"{path}: cannot load bundled photo {src['name']!r} ({type(e).__name__}: {e})") from e
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise DataError(f"{path}: expected an RGB uint8 photo, got {img.shape} {img.dtype}")
-        if src["scale"] != 1.0:
-            h, w = img.shape[:2]
-            size = (int(w * src["scale"]), int(h * src["scale"]))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        img = np.ascontiguousarray(img)
-        img.setflags(write=False)
-        photos.append(img)
+            img = np.ascontiguousarray(read_image(path, channels=3).transpose(1, 2, 0))
+        except ImageReadError as e:
+            raise DataError(f"{path}: cannot load bundled photo {src['name']!r} ({e})") from e
+        photos.append(_scaled(img, src["scale"]))
     return tuple(photos)
+
+
+def _scaled(img: np.ndarray, scale: float) -> np.ndarray:
+    import cv2
+
+    if scale != 1.0:
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+    img = np.ascontiguousarray(img)
+    img.setflags(write=False)
+    return img
 
 
 def _source_hashes() -> list[str]:
@@ -190,163 +207,223 @@ def _window_std(photo: np.ndarray, p: int) -> np.ndarray:
     return np.sqrt(var).max(axis=2)
 
 
-def _window_any(mask: np.ndarray, p: int) -> np.ndarray:
-    """``out[r, c]`` = whether ``mask[r:r+p, c:c+p]`` has a True entry; ``(H-p+1, W-p+1)`` bool."""
-    s = np.pad(mask.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    return (s[p:, p:] - s[:-p, p:] - s[p:, :-p] + s[:-p, :-p]) > 0
+def cut_patches(photo: np.ndarray, p: int, stride: int, drop_flat: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``p x p`` window of ``photo`` at ``stride`` (rows and columns from 0).
 
-
-def build_patches(image_size: int, seed: int, test_fraction: float) -> dict[str, np.ndarray]:
-    """Cut the default dataset's train and test patches.
-
-    Each (scaled) photo is divided into a grid of ``tile x tile`` squares (only
-    complete tiles take part in the draw; the partial tiles at the right/bottom
-    edges stay training area).  Candidate test tiles are the complete tiles whose
-    test patches are all non-flat; per photo
-    ``max(1, round(test_fraction * n_complete_tiles))`` of them are drawn with
-    ``numpy.random.default_rng([seed, photo_index])``.  Test patches: the
-    ``P x P`` windows at stride ``test_stride`` inside each test tile.  Training
-    patches: every window at stride ``train_stride`` that does not touch any test
-    tile and is not flat (largest per-channel std below :data:`MIN_PATCH_STD`).
-    Hence no test pixel appears in any training patch.
+    Args:
+        photo: uint8 ``(H, W, 3)``.
+        p: patch side; a photo smaller than ``p`` gives no patch.
+        stride: step between windows; ``stride == p`` tiles the photo without overlap
+            (the right / bottom remainder narrower than ``p`` is not covered).
+        drop_flat: leave out windows whose largest per-channel std is below :data:`MIN_PATCH_STD`.
 
     Returns:
-        dict with ``train_images``/``test_images`` uint8 ``(N, 3, P, P)``,
-        ``train_coords``/``test_coords`` int64 ``(N, 3)`` (photo, row, col),
-        ``photo_shapes`` int64 ``(n_photos, 2)`` and ``test_tiles`` int64
-        ``(T, 3)`` (photo, row, col of the tile's top-left pixel).
+        patches uint8 ``(N, 3, p, p)`` and their top-left corners int64 ``(N, 2)`` (row, column).
     """
-    geo = _DEFAULT_GEOMETRY[image_size]
-    p, tile, stride, tstride = image_size, geo["tile"], geo["train_stride"], geo["test_stride"]
-    offsets = np.arange(0, tile - p + 1, tstride)  # test patch offsets inside a tile
-    photos = load_default_photos()
-    train_img, train_xy, test_img, test_xy, test_tiles = [], [], [], [], []
-    for k, photo in enumerate(photos):
-        h, w = photo.shape[:2]
-        nty, ntx = h // tile, w // tile
-        flat = _window_std(photo, p) < MIN_PATCH_STD  # (h-p+1, w-p+1)
-        windows = np.lib.stride_tricks.sliding_window_view(photo, (p, p), axis=(0, 1))  # (h-p+1, w-p+1, 3, p, p)
-
-        candidates = [
-            (ty, tx)
-            for ty in range(nty)
-            for tx in range(ntx)
-            if not flat[np.ix_(ty * tile + offsets, tx * tile + offsets)].any()
-        ]
-        n_test = 0
-        if test_fraction > 0 and nty * ntx > 0:
-            n_test = min(max(1, int(round(test_fraction * nty * ntx))), len(candidates))
-        rng = np.random.default_rng([seed, k])
-        chosen = sorted(candidates[i] for i in rng.choice(len(candidates), size=n_test, replace=False))
-
-        in_test = np.zeros((h, w), bool)
-        for ty, tx in chosen:
-            in_test[ty * tile : (ty + 1) * tile, tx * tile : (tx + 1) * tile] = True
-            test_tiles.append((k, ty * tile, tx * tile))
-            rr, cc = np.meshgrid(ty * tile + offsets, tx * tile + offsets, indexing="ij")
-            rr, cc = rr.ravel(), cc.ravel()
-            test_img.append(windows[rr, cc])
-            test_xy.append(np.stack([np.full_like(rr, k), rr, cc], axis=1))
-
-        rr, cc = np.meshgrid(np.arange(0, h - p + 1, stride), np.arange(0, w - p + 1, stride), indexing="ij")
-        rr, cc = rr.ravel(), cc.ravel()
-        keep = ~(_window_any(in_test, p)[rr, cc] | flat[rr, cc])
+    h, w = photo.shape[:2]
+    if h < p or w < p:
+        return np.zeros((0, 3, p, p), np.uint8), np.zeros((0, 2), np.int64)
+    rr, cc = np.meshgrid(np.arange(0, h - p + 1, stride), np.arange(0, w - p + 1, stride), indexing="ij")
+    rr, cc = rr.ravel(), cc.ravel()
+    if drop_flat:
+        keep = _window_std(photo, p)[rr, cc] >= MIN_PATCH_STD
         rr, cc = rr[keep], cc[keep]
-        train_img.append(windows[rr, cc])
-        train_xy.append(np.stack([np.full_like(rr, k), rr, cc], axis=1))
-
-    def cat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        return np.ascontiguousarray(np.concatenate(parts).astype(dtype)) if parts else np.zeros(shape, dtype)
-
-    return {
-        "train_images": cat(train_img, (0, 3, p, p), np.uint8),
-        "train_coords": cat(train_xy, (0, 3), np.int64),
-        "test_images": cat(test_img, (0, 3, p, p), np.uint8),
-        "test_coords": cat(test_xy, (0, 3), np.int64),
-        "photo_shapes": np.asarray([ph.shape[:2] for ph in photos], np.int64),
-        "test_tiles": np.asarray(test_tiles, np.int64).reshape(-1, 3),
-    }
+    windows = np.lib.stride_tricks.sliding_window_view(photo, (p, p), axis=(0, 1))  # (h-p+1, w-p+1, 3, p, p)
+    return np.ascontiguousarray(windows[rr, cc]), np.stack([rr, cc], axis=1).astype(np.int64)
 
 
-_DEFAULT_KEYS = ("train_images", "train_coords", "test_images", "test_coords", "photo_shapes", "test_tiles")
+def photo_patch_arrays(photos: list[np.ndarray], is_test: list[bool], p: int) -> dict[str, np.ndarray]:
+    """Train and test patches of whole photographs: each photo is entirely train or entirely test.
+
+    Training photos give every non-flat ``p x p`` window at stride ``p // 2``; test photos
+    are tiled without overlap (stride ``p``), every tile kept. Coordinates are
+    ``(photo index, top row, left column)``.
+
+    Returns:
+        dict with ``train_images``/``test_images`` uint8 ``(N, 3, p, p)``,
+        ``train_coords``/``test_coords`` int64 ``(N, 3)`` and ``photo_shapes`` int64 ``(n_photos, 2)``.
+    """
+    parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    for k, (photo, test) in enumerate(zip(photos, is_test)):
+        stride = p if test else max(1, p // TRAIN_STRIDE_DIVISOR)
+        patches, xy = cut_patches(photo, p, stride, drop_flat=not test)
+        images, coords = parts["test" if test else "train"]
+        images.append(patches)
+        coords.append(np.concatenate([np.full((len(xy), 1), k, np.int64), xy], axis=1))
+    out: dict[str, np.ndarray] = {}
+    for split, (images, coords) in parts.items():
+        out[f"{split}_images"] = (np.ascontiguousarray(np.concatenate(images)) if images
+                                  else np.zeros((0, 3, p, p), np.uint8))
+        out[f"{split}_coords"] = np.concatenate(coords) if coords else np.zeros((0, 3), np.int64)
+    out["photo_shapes"] = np.asarray([ph.shape[:2] for ph in photos], np.int64).reshape(-1, 2)
+    return out
 
 
-def _default_arrays(image_size: int, seed: int, test_fraction: float, cache_dir: str | None) -> dict[str, np.ndarray]:
-    """The default dataset's arrays (see :func:`_build_default`), from cache or built and cached."""
-    if image_size not in _DEFAULT_GEOMETRY:
-        raise DataError(f"default dataset: image_size must be one of {sorted(_DEFAULT_GEOMETRY)}, got {image_size}")
+def build_patches(image_size: int) -> dict[str, np.ndarray]:
+    """Cut the default dataset: training patches from the ``"train"`` sources, test tiles of the ``"test"`` ones.
+
+    See :func:`photo_patch_arrays`; no test photograph contributes any training patch.
+    """
+    is_test = [src["split"] == "test" for src in DEFAULT_SOURCES]
+    return photo_patch_arrays(list(load_default_photos()), is_test, image_size)
+
+
+_KEYS = ("train_images", "train_coords", "test_images", "test_coords", "photo_shapes")
+
+#: Image sizes of the default dataset.
+DEFAULT_SIZES = (32, 64)
+
+
+def _default_arrays(image_size: int, cache_dir: str | None) -> dict[str, np.ndarray]:
+    """The default dataset's arrays (see :func:`build_patches`), from cache or built and cached."""
+    if image_size not in DEFAULT_SIZES:
+        raise DataError(f"default dataset: image_size must be one of {list(DEFAULT_SIZES)}, got {image_size}")
     key = content_hash(
-        {"version": DEFAULT_DATASET_VERSION, "size": image_size, "seed": int(seed),
-         "test_fraction": float(test_fraction), "geometry": _DEFAULT_GEOMETRY[image_size],
-         "min_std": MIN_PATCH_STD, "sources": [[s["name"], s["scale"]] for s in DEFAULT_SOURCES],
+        {"version": DEFAULT_DATASET_VERSION, "size": image_size, "divisor": TRAIN_STRIDE_DIVISOR,
+         "min_std": MIN_PATCH_STD, "sources": [[s["name"], s["scale"], s["split"]] for s in DEFAULT_SOURCES],
          "hashes": _source_hashes()}
     )
     path = os.path.join(cache_directory(cache_dir), f"default{image_size}-{key[:20]}.npz")
-    arrays = load_npz(path, _DEFAULT_KEYS)
+    arrays = load_npz(path, _KEYS)
     if arrays is None:
-        arrays = build_patches(image_size, int(seed), float(test_fraction))
+        arrays = build_patches(image_size)
         save_npz_atomic(path, **arrays)
     return arrays
 
 
-def default_dataset_info(
-    image_size: int = 32, seed: int = 0, test_fraction: float = 0.15, cache_dir: str | None = None
-) -> dict[str, Any]:
+def default_dataset_info(image_size: int = 32, cache_dir: str | None = None) -> dict[str, Any]:
     """Counts and provenance of the built-in default dataset (builds/caches it if needed).
 
-    Returns a dict with ``image_size``, ``n_train``, ``n_test``, ``tile``,
-    ``train_stride``, ``test_stride``, ``min_patch_std``, ``version``, ``seed``,
-    ``n_test_tiles`` and ``photos``: one dict per source with ``name``,
-    ``licence``, ``source``, ``description``, ``scale``, ``shape`` (H, W after
-    scaling), ``n_train`` and ``n_test``.
+    Returns a dict with ``image_size``, ``n_train``, ``n_test`` (patches; validation is
+    carved out of ``n_train``), ``train_stride``, ``test_stride``, ``min_patch_std``,
+    ``version`` and ``photos``: one dict per source with ``name``, ``split``, ``licence``,
+    ``source``, ``description``, ``scale``, ``shape`` (H, W after scaling), ``n_train`` and
+    ``n_test``.
     """
-    check_fraction("test_fraction", test_fraction, zero_allowed=True)
-    a = _default_arrays(image_size, seed, test_fraction, cache_dir)
+    a = _default_arrays(image_size, cache_dir)
     n_train = np.bincount(a["train_coords"][:, 0], minlength=len(DEFAULT_SOURCES))
     n_test = np.bincount(a["test_coords"][:, 0], minlength=len(DEFAULT_SOURCES))
-    photos = []
-    for k, src in enumerate(DEFAULT_SOURCES):
-        photos.append(
-            {
-                "name": src["name"],
-                "description": src["description"],
-                "licence": src["licence"],
-                "source": src["source"],
-                "scale": src["scale"],
-                "shape": tuple(int(v) for v in a["photo_shapes"][k]),
-                "n_train": int(n_train[k]),
-                "n_test": int(n_test[k]),
-            }
-        )
-    geo = _DEFAULT_GEOMETRY[image_size]
-    return {
-        "image_size": image_size,
-        "n_train": int(a["train_images"].shape[0]),
-        "n_test": int(a["test_images"].shape[0]),
-        "tile": geo["tile"],
-        "train_stride": geo["train_stride"],
-        "test_stride": geo["test_stride"],
-        "min_patch_std": MIN_PATCH_STD,
-        "version": DEFAULT_DATASET_VERSION,
-        "seed": seed,
-        "n_test_tiles": int(a["test_tiles"].shape[0]),
-        "photos": photos,
-    }
+    photos = [{"name": src["name"], "split": src["split"], "description": src["description"],
+               "licence": src["licence"], "source": src["source"], "scale": src["scale"],
+               "shape": tuple(int(v) for v in a["photo_shapes"][k]),
+               "n_train": int(n_train[k]), "n_test": int(n_test[k])}
+              for k, src in enumerate(DEFAULT_SOURCES)]
+    return {"image_size": image_size, "n_train": int(a["train_images"].shape[0]),
+            "n_test": int(a["test_images"].shape[0]), "train_stride": image_size // TRAIN_STRIDE_DIVISOR,
+            "test_stride": image_size, "min_patch_std": MIN_PATCH_STD, "version": DEFAULT_DATASET_VERSION,
+            "photos": photos}
 
 
-def load_default_splits(image_size: int, seed: int, test_fraction: float, validation_fraction: float,
-                        cache_dir: str | None = None) -> Splits:
-    """The three splits of the default dataset (images uint8 ``(N, 3, S, S)``, with their patch coordinates)."""
-    a = _default_arrays(image_size, seed, test_fraction, cache_dir)
-    info = {"sources": [s["name"] for s in DEFAULT_SOURCES], "seed": seed}
-
+def _splits_from_arrays(a: dict[str, np.ndarray], name: str, root: str | None, image_size: int, seed: int,
+                        test_fraction: float, validation_fraction: float, how: str,
+                        info: dict[str, Any]) -> Splits:
     def part(split: str) -> ImageTensorDataset:
-        return ImageTensorDataset(torch.from_numpy(a[f"{split}_images"]), f"default{image_size}", split,
+        return ImageTensorDataset(torch.from_numpy(a[f"{split}_images"]), f"{name}{image_size}", split,
                                   coords=torch.from_numpy(a[f"{split}_coords"]), info=info)
 
     train, validation = carve_validation(part("train"), seed, validation_fraction)
     test = part("test")
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(f"{root or name}: no {'training' if len(train) == 0 else 'test'} patches of "
+                        f"{image_size}x{image_size} (photographs too small or too few)")
     ids = {s.split: s.coords.tolist() for s in (train, validation, test)}
-    record = make_record("default", None, image_size, seed, test_fraction, validation_fraction,
-                         "test: held-out tiles; validation: torch.randperm(seed + 1)", ids)
+    record = make_record(name, root, image_size, seed, test_fraction, validation_fraction, how, ids)
     return Splits(train, validation, test, record)
+
+
+def load_default_splits(image_size: int, seed: int, test_fraction: float, validation_fraction: float,
+                        cache_dir: str | None = None) -> Splits:
+    """The three splits of the default dataset (images uint8 ``(N, 3, S, S)``, with their patch coordinates).
+
+    The test split is fixed (the ``"test"`` photographs of :data:`DEFAULT_SOURCES`):
+    ``test_fraction`` does not change it; ``seed`` draws the validation patches.
+    """
+    a = _default_arrays(image_size, cache_dir)
+    info = {"sources": [s["name"] for s in DEFAULT_SOURCES],
+            "test_photos": [s["name"] for s in DEFAULT_SOURCES if s["split"] == "test"], "seed": seed}
+    return _splits_from_arrays(a, "default", None, image_size, seed, test_fraction, validation_fraction,
+                               "test: whole held-out photographs (DEFAULT_SOURCES); validation: "
+                               "torch.randperm(seed + 1) of the training patches", info)
+
+
+# --------------------------------------------------------------------------- folders of photographs
+#: Sub-folder names that fix the split of a ``"photos"`` folder (first match wins).
+TRAIN_FOLDERS = ("train",)
+TEST_FOLDERS = ("heldout", "test")
+
+
+def photo_folder_split(root: str, files: list[str], seed: int, test_fraction: float) -> tuple[list[bool], str]:
+    """Whether each photo (relative path under ``root``) is a test photo, and how that was decided.
+
+    A folder with a ``train/`` and a ``heldout/`` (or ``test/``) sub-folder keeps that split
+    (files elsewhere are ignored by the caller); otherwise each photo's split follows from
+    ``(seed, relative path)`` alone (:func:`~selfvae.datasets.splits.hash_assign`).
+    """
+    tops = {f.split("/", 1)[0] for f in files if "/" in f}
+    test_dir = next((d for d in TEST_FOLDERS if d in tops), None)
+    if "train" in tops and test_dir is not None:
+        return [f.startswith(test_dir + "/") for f in files], f"sub-folders train/ and {test_dir}/"
+    assigned = hash_assign(files, seed, test_fraction, 0.0)
+    return [s == "test" for s in assigned], "sha256(seed, relative path) per photograph"
+
+
+def load_photo_folder_splits(root: str | None, image_size: int, seed: int, test_fraction: float,
+                             validation_fraction: float, cache_dir: str | None = None,
+                             on_bad_image: str = "raise", progress: bool = True) -> Splits:
+    """The ``"photos"`` dataset: a folder of photographs cut into patches at native resolution.
+
+    Each photograph is entirely train or entirely test (:func:`photo_folder_split`); patches
+    as in :func:`photo_patch_arrays` (training: non-flat windows at stride ``S // 2``; test:
+    every tile of a non-overlapping grid). Validation is a seeded draw of training patches
+    (it picks the best checkpoint; the test photographs are never seen). Coordinates are
+    ``(photo index in the sorted file list, top row, left column)``; ``info["files"]`` lists
+    the photos.
+
+    Raises:
+        DataError: no root, missing/empty folder, a corrupt file (named; ``on_bad_image="skip"``
+            warns and leaves it out), no training or no test patch.
+    """
+    from transforms.imageio import ImageReadError, read_image
+
+    from .image_folder import list_image_files
+
+    if root is None:
+        raise DataError("photos: root (the folder of photographs) is required")
+    if on_bad_image not in ("raise", "skip"):
+        raise DataError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
+    folder = os.path.abspath(os.path.expanduser(root))
+    files = list_image_files(folder)
+    is_test, how = photo_folder_split(folder, files, seed, test_fraction)
+    if how.startswith("sub-folders"):
+        keep = [i for i, f in enumerate(files) if f.split("/", 1)[0] in TRAIN_FOLDERS + TEST_FOLDERS]
+        files, is_test = [files[i] for i in keep], [is_test[i] for i in keep]
+    stats = []
+    for rel in files:
+        st = os.stat(os.path.join(folder, rel))
+        stats.append([rel, st.st_size, st.st_mtime_ns, is_test[len(stats)]])
+    key = content_hash({"version": DEFAULT_DATASET_VERSION, "root": folder, "size": image_size,
+                        "divisor": TRAIN_STRIDE_DIVISOR, "min_std": MIN_PATCH_STD, "files": stats,
+                        "on_bad_image": on_bad_image})
+    cache_file = os.path.join(cache_directory(cache_dir), f"photos{image_size}-{key[:20]}.npz")
+    arrays = load_npz(cache_file, _KEYS + ("kept",))
+    if arrays is None:
+        photos, tests, kept = [], [], []
+        for i, rel in enumerate(tqdm(files, desc=f"cutting patches {folder}", leave=False, disable=not progress)):
+            path = os.path.join(folder, rel)
+            try:
+                photos.append(np.ascontiguousarray(read_image(path, channels=3).transpose(1, 2, 0)))
+            except ImageReadError as e:
+                if on_bad_image == "raise":
+                    raise DataError(str(e)) from e
+                warnings.warn(f"skipping image: {e}", RuntimeWarning, stacklevel=2)
+                continue
+            tests.append(is_test[i])
+            kept.append(i)
+        arrays = photo_patch_arrays(photos, tests, image_size)
+        arrays["kept"] = np.asarray(kept, np.int64)
+        save_npz_atomic(cache_file, **arrays)
+    kept_files = [files[i] for i in arrays["kept"].tolist()]
+    info = {"root": folder, "files": kept_files, "split_by": how, "seed": seed}
+    return _splits_from_arrays(arrays, "photos", folder, image_size, seed, test_fraction, validation_fraction,
+                               f"test: whole photographs ({how}); validation: torch.randperm(seed + 1) of "
+                               "the training patches", info)
