@@ -1,11 +1,14 @@
 """The codec measured against PNG, WebP, JPEG 2000, JPEG-XL (lossless) and JPEG, WebP,
 JPEG-XL, AVIF (lossy), side by side in one run.
 
-    python experiments/codec_benchmark.py --model runs/default/latest.pt --out runs/codec_benchmark
+    python experiments/codec_benchmark.py --out runs/codec_benchmark            # the shipped model "photo"
+    python experiments/codec_benchmark.py --model runs/default/latest.pt --out DIR --corpus runs/corpus
 
-Lossless, on the test patches of the checkpoint's dataset (each baseline patch its own
-file; ours one file of all patches, and single-patch files) and on whole held-out
-photographs (photos bundled with installed packages that no training patch comes from):
+Lossless, on the test patches of the checkpoint's dataset (the built-in test photographs for the
+shipped model; each baseline patch its own file; ours one file of all patches, and single-patch
+files) and on whole held-out photographs (photos bundled with installed packages that no
+training patch comes from, and with ``--corpus`` the first ``--corpus-photos`` of the corpus's
+held-out photographs):
 bits per dimension from file bytes, beside the model's -ELBO and IW bound on the same
 images, exact round trips checked. Lossy, on the whole photographs: bits per pixel against
 PSNR and MS-SSIM for our operating points (send y_k, with and without z) and a quality
@@ -29,9 +32,8 @@ import torch
 import imagecodecs
 from pytorch_msssim import ms_ssim
 
-from selfvae import cli, codec
-from selfvae.checkpoint import load_model
-from selfvae.evaluation import likelihood
+from selfvae import cli, codec, shipped
+from selfvae.evaluation import likelihood, spread_subset
 from selfvae.metrics import psnr, ssim
 from transforms.imageio import read_image
 
@@ -250,7 +252,10 @@ def plot(curves: Dict[str, List[Dict]], path: str) -> str:
 # --------------------------------------------------------------------------- report
 def report(result: Dict) -> str:
     p = result["patches"]
-    lines = [f"## Lossless, {p['images']} test patches ({result['patch_shape']}), bits per dimension", "",
+    where = result["data"].get("dataset")
+    lines = [f"Model: {result['model']} (step {result['step']}).", "",
+             f"## Lossless, {p['images']} test patches ({result['patch_shape']}) of the {where} test split, "
+             "bits per dimension", "",
              "| coder | bpd |", "|---|---:|",
              f"| selfVAE file of all patches (bits-back) | {p['bpd_file']:.3f} |",
              f"| selfVAE, one patch per file | {p['bpd_single_file']:.3f} |",
@@ -274,7 +279,7 @@ def report(result: Dict) -> str:
         lines.append(f"| {name} | {w}x{h}x{c} | {r['bpd_file']:.3f}{stored} | {r['bpd_code']:.3f} | "
                      f"{r['elbo_bpd_of_its_tiles']:.3f} | " +
                      " | ".join(f"{r['baselines'][b]:.3f}" for b in names) + " |")
-    lines += ["", "## Lossy, the same photographs (bits per pixel over all of them; mean PSNR, MS-SSIM)", "",
+    lines += ["", "## Lossy, the four package photographs (bits per pixel over all of them; mean PSNR, MS-SSIM)", "",
               "grace_hopper is stored as a JPEG: re-encoding it as JPEG near its original quality flatters JPEG "
               "(the jump at quality 80).", "",
               "| coder | setting | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---:|---:|---:|"]
@@ -295,9 +300,11 @@ def report(result: Dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=None, help="checkpoint or shipped model name (default: photo)")
     p.add_argument("--out", default="runs/codec_benchmark")
-    p.add_argument("--patches", type=int, default=None, help="use the first N test patches (default all)")
+    p.add_argument("--patches", type=int, default=None, help="use N test patches spread over the split (default all)")
+    p.add_argument("--corpus", default=None, help="the photograph corpus: add its held-out photographs")
+    p.add_argument("--corpus-photos", type=int, default=1, help="how many of them (sorted by name; default 1)")
     p.add_argument("--single-files", type=int, default=32, help="patches coded one per file")
     p.add_argument("--iw-samples", type=int, default=64)
     p.add_argument("--iw-images", type=int, default=64)
@@ -305,19 +312,24 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model, state = load_model(args.model)
+    model, state = shipped.load(args.model)
     patches, source = cli.dataset_images(state, model, None, None, "test", progress=False)
-    patches = patches[:args.patches] if args.patches else patches
+    patches = spread_subset(patches, args.patches)
     photos = {name: read_image(package_file(*HELD_OUT[name]), channels=None) for name in args.photos}
+    lossy_photos = dict(photos)
+    if args.corpus:
+        folder = os.path.join(args.corpus, "heldout")
+        for name in sorted(os.listdir(folder))[:args.corpus_photos]:
+            photos[f"corpus: {os.path.splitext(name)[0]}"] = read_image(os.path.join(folder, name), channels=None)
     os.makedirs(args.out, exist_ok=True)
-    print(f"model {args.model}: {model.config.transform}; {len(patches)} test patches; photos "
+    print(f"model {args.model or shipped.DEFAULT_MODEL}: {model.config.transform}; {len(patches)} test patches; photos "
           f"{', '.join(f'{n} {im.shape}' for n, im in photos.items())}", flush=True)
-    result = {"model": os.path.abspath(args.model), "patch_shape": "x".join(map(str, patches.shape[1:])),
-              "data": source}
+    result = {"model": args.model or shipped.DEFAULT_MODEL, "step": state.get("step"),
+              "patch_shape": "x".join(map(str, patches.shape[1:])), "data": source}
     result["patches"] = lossless_patches(model, patches, args)
     print("lossless patches done", flush=True)
     result["photos"] = lossless_photos(model, photos)
-    result["lossy"] = lossy_points(model, photos)
+    result["lossy"] = lossy_points(model, lossy_photos)
     result["bd_rate"] = {metric: bd_rates(result["lossy"], metric) for metric in ("psnr", "ms_ssim")}
     result["plot"] = plot(result["lossy"], os.path.join(args.out, "rate_distortion.png"))
     result["peak_memory_mb"] = peak_memory_mb()

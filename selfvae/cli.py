@@ -170,7 +170,7 @@ def dataset_images(state: Dict[str, Any], model: SelfVAE, dataset: Optional[str]
     model's size. For the checkpoint's own dataset the recorded root, seed and fractions are used, and
     a change of the data since training is reported. Returns uint8 ``(N, C, H, W)`` and a description."""
     stored = dict(state.get("split") or state.get("data") or {})
-    name = dataset or stored.get("dataset")
+    name = dataset or stored.get("dataset") or state.get("evaluate_on")
     if not name:
         raise UserError("the checkpoint records no dataset; pass --dataset (with --data-root) or --folder")
     same = name == stored.get("dataset")

@@ -1,4 +1,6 @@
-"""Compress images with a selfVAE: ``python -m selfvae.compress INPUT... -o FILE --model CKPT``.
+"""Compress images with a selfVAE: ``python -m selfvae.compress INPUT... -o FILE [--model CKPT]``.
+
+The model defaults to ``photo``, the codec model shipped inside the package (:mod:`selfvae.shipped`).
 
 Lossless by default: bits-back coding through the whole hierarchy gives the exact pixels
 back (``python -m selfvae.decompress``). ``--level k`` writes a lossy file that sends ``y_k``
@@ -21,14 +23,15 @@ from typing import List, Optional
 from transforms.imageio import read_image
 
 from . import cli, codec
-from .checkpoint import load_model
+from . import shipped
 
 
 def parse_args(argv: Optional[List[str]] = None):
     p = cli.parser("python -m selfvae.compress", __doc__)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
     p.add_argument("-o", "--output", required=True, help="the compressed file to write (.svae)")
-    p.add_argument("--model", required=True, help="the selfvae checkpoint to code with (the decoder needs the same)")
+    p.add_argument("--model", default=None, help="the model to code with, the decoder needs the same: a checkpoint "
+                   "file or the name of a shipped model (default: photo, shipped with selfvae)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--lossless", action="store_true", help="exact pixels back (the default)")
     mode.add_argument("--level", type=cli.positive_int, default=None,
@@ -65,7 +68,7 @@ def compress(args) -> dict:
     output = cli.check_output_file(args.output, "-o")
     if os.path.exists(output) and not args.force:
         raise cli.UserError(f"-o {output} exists; pass --force to overwrite it")
-    model, _ = load_model(args.model)
+    model, _ = shipped.load(args.model)
     images = [read_image(path, channels=None) for path in args.inputs]
     start = time.perf_counter()
     data = codec.encode(model, images, unique_names(args.inputs), level=args.level, with_z=args.with_z,

@@ -19,7 +19,7 @@ import torch
 from transforms.imageio import write_png
 
 from . import cli, codec
-from .checkpoint import load_model
+from . import shipped
 from .images import to_display
 
 
@@ -27,7 +27,8 @@ def parse_args(argv: Optional[List[str]] = None):
     p = cli.parser("python -m selfvae.decompress", __doc__)
     p.add_argument("file", help="a .svae file written by python -m selfvae.compress")
     p.add_argument("-o", "--output", required=True, help="folder for the decoded PNG files")
-    p.add_argument("--model", required=True, help="the checkpoint the file was made with")
+    p.add_argument("--model", default=None, help="the model the file was made with: a checkpoint file or a shipped "
+                   "model name (default: photo)")
     p.add_argument("--up-to-level", type=cli.nonnegative_int, default=0,
                    help="decode only down to level k (previews y_k); 0 = the images (default)")
     p.add_argument("--force", action="store_true", help="overwrite existing PNG files")
@@ -37,7 +38,7 @@ def parse_args(argv: Optional[List[str]] = None):
 def decompress(args) -> List[str]:
     cli.check_input_files([args.file], "FILE")
     out = cli.check_output_folder(args.output, "-o")
-    model, _ = load_model(args.model)
+    model, _ = shipped.load(args.model)
     with open(args.file, "rb") as f:
         data = f.read()
     start = time.perf_counter()

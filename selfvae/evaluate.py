@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import cli
+from . import cli, shipped
 from .checkpoint import load_model
 from .evaluation import (comparison_header, comparison_row, format_likelihood, format_mode_table, generated_images,
                          generation_time, likelihood, mode_table, parameter_efficiency, write_json)
@@ -46,7 +46,9 @@ from .model import SelfVAE, parameter_counts
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = cli.parser("python -m selfvae.evaluate", __doc__)
-    p.add_argument("checkpoint", help="a selfvae checkpoint (.pt, e.g. runs/<name>/best.pt)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a selfvae checkpoint (.pt, e.g. runs/<name>/best.pt) or a shipped model name "
+                        "(default: photo, evaluated on the built-in test photographs)")
     d = p.add_argument_group("data (default: the test split of the checkpoint's dataset)")
     d.add_argument("--dataset", default=None, help="default, cifar10, imagenette, celeba, folder")
     d.add_argument("--data-root", default=None, help="local folder of --dataset")
@@ -100,6 +102,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     device = cli.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.checkpoint, shipped_name = shipped.resolve(args.checkpoint)
     model, state = load_model(args.checkpoint, map_location=device)
     if args.folder:
         images, source = cli.folder_images(args.folder, model, args.progress)
@@ -114,7 +117,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
           f"{counts['total'] / 1e6:.3f} M parameters) on {device}")
     print(f"data: {where}, {images.shape[0]} images of {tuple(images.shape[1:])}")
     result: Dict[str, Any] = {"checkpoint": os.path.abspath(args.checkpoint), "config": model.config.to_dict(),
-                              "step": state.get("step"), "data": source, "device": str(device), "seed": args.seed}
+                              "shipped": shipped_name, "step": state.get("step"), "data": source, "device": str(device), "seed": args.seed}
     result.update(likelihood(model, images, iw_samples=args.iw_samples, iw_images=args.iw_images,
                              iw_chunk=args.iw_chunk, batch_size=args.batch_size, seed=args.seed, device=device,
                              progress=args.progress))
@@ -126,7 +129,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     result["mode_images"] = min(args.mode_images, images.shape[0]) if args.modes else 0
     result["fid"] = _fid(model, images, inception, device, args) if inception is not None else None
     result["parameter_efficiency"] = parameter_efficiency((result["fid"] or {}).get("fid"), counts["total"])
-    name = args.name or os.path.join(os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint))),
+    name = args.name or shipped_name or os.path.join(os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint))),
                                      os.path.basename(args.checkpoint))
     result["comparison_row"] = comparison_row(name, result)
     print(f"\ncomparison row:\n{comparison_header()}\n{result['comparison_row']}")

@@ -20,7 +20,7 @@ import functools
 import hashlib
 import os
 import warnings
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -1,0 +1,204 @@
+"""The recipe of the shipped codec model ``photo``: train it on the photograph corpus, resumably,
+and export it into the package.
+
+    python experiments/train_codec_model.py                  # train (or continue) in runs/codec_photo
+    python experiments/train_codec_model.py --export         # write selfvae/weights/photo.{pt,json}
+    python experiments/train_codec_model.py --save-resume    # copy latest.pt to checkpoints/codec_photo/
+
+Steps:
+
+1. The corpus (``experiments/build_corpus.py``: photographs from pinned Debian packages and PyPI
+   wheels, whole photographs split into ``train/`` and ``heldout/``) is built in ``--corpus`` if
+   it is not there; its SHA-256 is read from its ``manifest.json``.
+2. ``python -m selfvae.train --dataset photos --data-root CORPUS`` with the recipe's settings
+   (:data:`RECIPE`; 32x32 patches at the photographs' own resolution, training patches from the
+   training photographs only). A run that stops (killed, out of time) is continued with the
+   same command: it resumes from ``latest.pt`` with the configs stored there. When ``--out`` has
+   no ``latest.pt`` but ``--resume-from`` (default ``checkpoints/codec_photo/latest.pt``, the copy
+   committed to the repository by ``--save-resume``) exists, the run continues from that copy, so a
+   later session on another machine picks the training up where it stopped.
+   Wall time is added up over the invocations in ``OUT/wall_time.json``.
+3. ``--export`` writes the model (config and weights only, from ``latest.pt``) as
+   ``selfvae/weights/photo.pt`` and its record ``photo.json``: file SHA-256, model and training
+   configs, corpus SHA-256 and counts, steps done, wall time, and the held-out figures of
+   ``eval.json`` when the run finished. It refuses a model of more than 20 MB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from selfvae import shipped  # noqa: E402
+from selfvae.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
+
+#: The training settings of ``photo`` (arguments of ``python -m selfvae.train``).
+RECIPE = ["--transform", "downscale", "--levels", "3", "--preset", "small", "--augment", "flip",
+          "--steps", "8000", "--eval-every", "1000", "--checkpoint-every", "250", "--image-every", "2000",
+          "--iw-images", "512", "--seed", "0"]
+
+MAX_BYTES = 20 * 1024 * 1024
+
+
+def corpus_record(corpus: str) -> dict:
+    with open(os.path.join(corpus, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    return {"sha256": manifest["corpus_sha256"], "counts": manifest.get("counts"),
+            "generator": manifest.get("generator"), "version": manifest.get("corpus_version")}
+
+
+def ensure_corpus(corpus: str) -> None:
+    if os.path.isfile(os.path.join(corpus, "manifest.json")):
+        return
+    print(f"building the corpus in {corpus} (experiments/build_corpus.py)", flush=True)
+    subprocess.run([sys.executable, os.path.join(HERE, "build_corpus.py"), "--out", corpus], check=True)
+
+
+def train(args: argparse.Namespace) -> None:
+    ensure_corpus(args.corpus)
+    latest = os.path.join(args.out, "latest.pt")
+    if not os.path.isfile(latest) and os.path.isfile(args.resume_from):
+        os.makedirs(args.out, exist_ok=True)
+        shutil.copyfile(args.resume_from, latest)
+        print(f"continuing from the committed checkpoint {args.resume_from}", flush=True)
+    resume = os.path.isfile(latest)
+    # paths relative to the repository, so that a committed checkpoint resumes in any clone
+    cmd = [sys.executable, "-m", "selfvae.train", "--dataset", "photos", "--data-root", _relative(args.corpus),
+           "--out", _relative(args.out)] + RECIPE + (["--resume"] if resume else [])
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.no_progress:
+        cmd += ["--no-progress"]
+    print("running:", " ".join(cmd), flush=True)
+    start = time.time()
+    mark_running(args.out, start)
+    try:
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+    finally:
+        add_wall_time(args.out, time.time() - start)
+    if code:
+        raise SystemExit(code)
+
+
+def _relative(path: str) -> str:
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+def read_wall_time(out: str) -> dict:
+    """``{"seconds": finished segments, "segments": [...], "running_since": epoch of a running one}``."""
+    path = os.path.join(out, "wall_time.json")
+    if not os.path.isfile(path):
+        return {"seconds": 0.0, "segments": []}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_wall_time(out: str, record: dict) -> None:
+    os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, "wall_time.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, os.path.join(out, "wall_time.json"))
+
+
+def mark_running(out: str, start: float) -> None:
+    record = read_wall_time(out)
+    record["running_since"] = start
+    write_wall_time(out, record)
+
+
+def add_wall_time(out: str, seconds: float) -> None:
+    record = read_wall_time(out)
+    record.pop("running_since", None)
+    record["segments"].append({"ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "seconds": round(seconds, 1)})
+    record["seconds"] = round(record["seconds"] + seconds, 1)
+    write_wall_time(out, record)
+
+
+def export(args: argparse.Namespace) -> None:
+    state = read_checkpoint(os.path.join(args.out, "latest.pt"))
+    wall = read_wall_time(args.out)
+    seconds = wall["seconds"] + (time.time() - wall["running_since"] if "running_since" in wall else 0.0)
+    evaluation = None
+    if os.path.isfile(os.path.join(args.out, "eval.json")):
+        with open(os.path.join(args.out, "eval.json"), encoding="utf-8") as f:
+            result = json.load(f)
+        if result.get("step") == state["step"]:
+            evaluation = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "iw_n_images", "n_images",
+                                                     "terms_bpd")}
+            evaluation["data"] = "the corpus's held-out photographs (test split of the run)"
+    meta = {
+        "name": args.name,
+        "config": state["config"],
+        "train": state.get("train"),
+        "steps": int(state["step"]),
+        "steps_planned": int(state["train"]["steps"]) if state.get("train") else None,
+        "train_wall_seconds": round(seconds, 1),
+        "training_in_progress": "running_since" in wall,
+        "corpus": corpus_record(args.corpus),
+        "recipe": "experiments/train_codec_model.py",
+        "heldout": evaluation,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch": str(torch.__version__),
+    }
+    os.makedirs(shipped.WEIGHTS_DIR, exist_ok=True)
+    path = os.path.join(shipped.WEIGHTS_DIR, f"{args.name}.pt")
+    save_checkpoint({"config": state["config"], "model": state["model"], "step": state["step"],
+                     "evaluate_on": "default", "shipped": meta}, path)
+    size = os.path.getsize(path)
+    if size > MAX_BYTES:
+        os.unlink(path)
+        raise SystemExit(f"{path}: {size / 2**20:.1f} MB is over the 20 MB limit of shipped weights")
+    meta["file_sha256"] = shipped.file_sha256(path)
+    meta["file_bytes"] = size
+    with open(os.path.join(shipped.WEIGHTS_DIR, f"{args.name}.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"exported step {meta['steps']} of {args.out} -> {path} ({size / 2**20:.2f} MB, "
+          f"SHA-256 {meta['file_sha256'][:16]}…)")
+
+
+def save_resume(args: argparse.Namespace) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(args.resume_from)), exist_ok=True)
+    shutil.copyfile(os.path.join(args.out, "latest.pt"), args.resume_from)
+    wall = os.path.join(args.out, "wall_time.json")
+    if os.path.isfile(wall):
+        shutil.copyfile(wall, os.path.join(os.path.dirname(os.path.abspath(args.resume_from)), "wall_time.json"))
+    print(f"copied {args.out}/latest.pt -> {args.resume_from}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", default=os.path.join(ROOT, "runs", "corpus"), help="the photograph corpus")
+    p.add_argument("--out", default=os.path.join(ROOT, "runs", "codec_photo"), help="the training run")
+    p.add_argument("--resume-from", default=os.path.join(ROOT, "checkpoints", "codec_photo", "latest.pt"),
+                   help="committed checkpoint to continue from when --out has none")
+    p.add_argument("--name", default=shipped.DEFAULT_MODEL, help="name of the exported model")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--export", action="store_true", help="export latest.pt as the shipped model")
+    what.add_argument("--save-resume", action="store_true", help="copy latest.pt to --resume-from (to commit)")
+    args = p.parse_args()
+    if args.export:
+        export(args)
+    elif args.save_resume:
+        save_resume(args)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
