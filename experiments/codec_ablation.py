@@ -26,6 +26,7 @@ VARIANTS = {
     "components5": ("5 logistic mixture components instead of 10", ["--set", "components=5"]),
     "batch64": ("batch 64 (twice the images per step)", ["--batch-size", "64"]),
     "latent8": ("8 latent channels instead of 16", ["--set", "latent_channels=8"]),
+    "ema": ("moving average of the weights, decay 0.99", ["--ema", "0.99"]),
 }
 
 

@@ -8,7 +8,8 @@ the train/validation/test split was), ``optimizer``, ``scheduler``, ``step``, ``
 
 Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain Python
 values are unpickled, so a crafted file cannot run code. A model is rebuilt from a
-checkpoint alone with :func:`load_model`.
+checkpoint alone with :func:`load_model`. With ``--ema`` training checkpoints also hold ``ema``
+(the averaged tensors by name and the number of updates), which :func:`load_model` uses.
 """
 from __future__ import annotations
 
@@ -115,11 +116,16 @@ def model_config_of(state: Dict[str, Any], path: str) -> ModelConfig:
 
 def load_model(path: str, map_location: Any = "cpu") -> Tuple[SelfVAE, Dict[str, Any]]:
     """Rebuild the model stored in a checkpoint from its config and weights alone.
-    Returns the model (in eval mode) and the checkpoint's state dict."""
+    Returns the model (in eval mode) and the checkpoint's state dict. A training checkpoint with a
+    moving average of the weights (``ema``, from ``--ema``) gives the averaged weights: those are
+    the ones validated and evaluated (``model`` holds the raw weights that training resumes from)."""
     state = read_checkpoint(path, map_location)
     model = build_model(model_config_of(state, path))
+    weights = state["model"]
+    if isinstance(state.get("ema"), dict) and "tensors" in state["ema"]:
+        weights = {**weights, **state["ema"]["tensors"]}
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint '{path}': weights do not match its config ({e})") from None
     return model.to(map_location).eval(), state

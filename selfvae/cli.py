@@ -99,6 +99,13 @@ def open_fraction(text: str) -> float:
     return value
 
 
+def fraction_below_one(text: str) -> float:
+    value = _number(float, text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 # --------------------------------------------------------------------------- checks up front
 def resolve_device(arg: str) -> torch.device:
     """``auto`` -> cuda if available else cpu; checks that a requested CUDA device exists."""

@@ -214,6 +214,10 @@ class TrainConfig(_Config):
     lr, lr_min, warmup, schedule: AdaMax peak learning rate, the rate reached at the last step,
         linear warm-up steps, and the decay after it (``cosine`` or ``exp``).
     clip, max_bad_steps: gradient-norm clipping; stop after this many NaN/inf steps in a row.
+    ema: decay of an exponential moving average of the weights (0: none). With ``ema = d`` the
+        average after update ``t`` (1, 2, ...) moves towards the new weights by ``1 - min(d, (1 + t) /
+        (10 + t))`` (the ramp keeps early averages from clinging to the initialisation); validation,
+        ``best.pt``, the final evaluation and the pictures use the averaged weights.
     precision: ``fp32`` or ``bf16`` (autocast; likelihoods and the flow stay in fp32).
     seed: seed of the split, the initialisation, the data order and every draw.
     log_every, eval_every, checkpoint_every, image_every: intervals in steps.
@@ -234,6 +238,7 @@ class TrainConfig(_Config):
     schedule: str = "cosine"
     clip: float = 200.0
     max_bad_steps: int = 20
+    ema: float = 0.0
     precision: str = "fp32"
     seed: int = 0
     log_every: int = 50
@@ -250,7 +255,9 @@ class TrainConfig(_Config):
         if self.iw_images is not None:
             _check_ints(self, ["iw_images"], 1)
         _check_floats(self, ["lr", "lr_min", "clip"], positive=True)
-        _check_floats(self, ["validation_fraction"])
+        _check_floats(self, ["validation_fraction", "ema"])
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.lr_min > self.lr:

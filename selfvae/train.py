@@ -23,6 +23,7 @@ options given on the command line must agree with them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -30,7 +31,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -85,6 +86,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     o.add_argument("--clip", type=cli.positive_float, default=None, help="gradient-norm clipping threshold (200)")
     o.add_argument("--max-bad-steps", type=cli.positive_int, default=None,
                    help="stop after this many consecutive steps with a NaN/inf loss or gradient (20)")
+    o.add_argument("--ema", type=cli.fraction_below_one, default=None,
+                   help="decay of a moving average of the weights used for validation, best.pt and the final "
+                        "evaluation (0 = none, the default; e.g. 0.999)")
     o.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="bf16 autocast (default on CUDA) or fp32 (default on CPU)")
     o.add_argument("--seed", type=cli.nonnegative_int, default=None, help="seed of split, init, order, draws (0)")
@@ -108,7 +112,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 TRAIN_OPTIONS = [f.replace("-", "_") for f in (
     "dataset", "data-root", "image-size", "validation-fraction", "augment", "steps", "batch-size", "lr", "lr-min",
-    "warmup", "schedule", "clip", "max-bad-steps", "precision", "seed", "log-every", "eval-every",
+    "warmup", "schedule", "clip", "max-bad-steps", "ema", "precision", "seed", "log-every", "eval-every",
     "checkpoint-every", "image-every", "iw-samples", "iw-images")]
 
 
@@ -217,6 +221,7 @@ class Run:
     schedule: torch.optim.lr_scheduler.LambdaLR
     aug_generator: torch.Generator
     progress: bool
+    ema: Optional["WeightAverage"] = None
     step: int = 0
     best_val: float = math.inf
     skipped: int = 0
@@ -294,6 +299,8 @@ def set_up(args: argparse.Namespace) -> Run:
         first = train_images[batch_indices(0, len(train_images), config.batch_size, config.seed).to(device)]
         model.initialize(first.to(device))
         torch.manual_seed(config.seed * 1000 + ddp.rank)
+        if config.ema:
+            run.ema = WeightAverage(model, config.ema)
     if ddp.world > 1:
         run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     return run
@@ -319,10 +326,13 @@ def checkpoint_state(run: Run) -> Dict[str, Any]:
         dist.all_gather_object(rngs, rng_state(run))
     else:
         rngs = [rng_state(run)]
-    return {"config": run.model_config.to_dict(), "train": run.config.to_dict(), "split": run.splits.record,
-            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.schedule.state_dict(), "step": run.step, "best_val": run.best_val,
-            "skipped": run.skipped, "rng": rngs}
+    state = {"config": run.model_config.to_dict(), "train": run.config.to_dict(), "split": run.splits.record,
+             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.schedule.state_dict(), "step": run.step, "best_val": run.best_val,
+             "skipped": run.skipped, "rng": rngs}
+    if run.ema is not None:
+        state["ema"] = run.ema.state_dict()
+    return state
 
 
 def restore(run: Run, state: Dict[str, Any]) -> None:
@@ -331,6 +341,11 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
     if len(state["rng"]) != run.ddp.world:
         raise cli.UserError(f"--resume: the run used {len(state['rng'])} processes, now {run.ddp.world}")
     run.model.load_state_dict(state["model"])
+    if run.config.ema:
+        if "ema" not in state:
+            raise cli.UserError("--resume: the checkpoint has no weight average although its config sets ema")
+        run.ema = WeightAverage(run.model, run.config.ema)
+        run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.schedule.load_state_dict(state["scheduler"])
     run.step, run.best_val, run.skipped = int(state["step"]), float(state["best_val"]), int(state["skipped"])
@@ -381,6 +396,8 @@ def train_step(run: Run) -> Dict[str, torch.Tensor]:
     # DDP has averaged the gradients, so every rank takes the same decision here.
     if torch.isfinite(grad_norm) and torch.isfinite(bits["bpd"]):
         run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
         run.bad_in_row = 0
     else:
         run.skipped += 1
@@ -409,15 +426,20 @@ def validate_and_checkpoint(run: Run, validate: bool, log) -> None:
     if not run.ddp.main:
         return
     # fork_rng: validation must not move the training RNG streams
+    # (the state's tensors are the model's own: the average is swapped in for validation only, and the
+    # raw weights are back in place before anything is saved)
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         if validate:
-            val = elbo(run.model, run.splits.validation.images, batch_size=64, seed=run.config.seed,
-                       device=run.device, autocast_dtype=run.autocast_dtype, progress=False)["elbo_bpd"]
+            with averaged(run):
+                val = elbo(run.model, run.splits.validation.images, batch_size=64, seed=run.config.seed,
+                           device=run.device, autocast_dtype=run.autocast_dtype, progress=False)["elbo_bpd"]
             log.write(json.dumps({"step": run.step, "validation_bpd": val}) + "\n")
             log.flush()
             if val < run.best_val:
                 run.best_val = state["best_val"] = val
-                save_checkpoint(state, os.path.join(run.out, "best.pt"))
+                # best.pt: the weights that were validated (the average when there is one)
+                best = state if run.ema is None else {**state, "model": {**state["model"], **state["ema"]["tensors"]}}
+                save_checkpoint(best, os.path.join(run.out, "best.pt"))
         save_checkpoint(state, os.path.join(run.out, "latest.pt"))
 
 
@@ -461,8 +483,9 @@ def loop(run: Run) -> None:
             if validate or step % config.checkpoint_every == 0:
                 validate_and_checkpoint(run, validate, log)
             if ddp.main and (step % config.image_every == 0 or last):
-                write_images(run.model, run.splits.validation.images[:8].to(run.device), run.out, f"{step:06d}",
-                             config.seed)
+                with averaged(run):
+                    write_images(run.model, run.splits.validation.images[:8].to(run.device), run.out, f"{step:06d}",
+                                 config.seed)
     finally:
         bar.close()
         if log:
@@ -488,6 +511,56 @@ def final_evaluation(run: Run, extra: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers (``--ema``).
+
+    ``update`` after each optimiser step: ``avg += (1 - min(decay, (1 + t) / (10 + t))) * (w - avg)``
+    for update ``t = 1, 2, ...``. Its ``state_dict`` (the averaged tensors by name, and ``t``) is
+    stored in the checkpoint as ``ema``; :func:`selfvae.checkpoint.load_model` loads those weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.names = [n for n, t in model.state_dict().items() if t.is_floating_point()]
+        state = model.state_dict()
+        self.average = {n: state[n].detach().clone() for n in self.names}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        weight = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        state = model.state_dict()
+        torch._foreach_lerp_([self.average[n] for n in self.names], [state[n].detach() for n in self.names], weight)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"tensors": {n: t.clone() for n, t in self.average.items()}, "updates": self.updates}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        missing = set(self.names) - set(state["tensors"])
+        if missing:
+            raise cli.UserError(f"--resume: the checkpoint's weight average lacks {sorted(missing)[:3]}")
+        self.average = {n: state["tensors"][n].to(self.average[n].device).clone() for n in self.names}
+        self.updates = int(state["updates"])
+
+    def weights(self, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+        """A full state dict of ``model`` with the averaged tensors in place of its own."""
+        return {**model.state_dict(), **self.average}
+
+
+@contextlib.contextmanager
+def averaged(run: Run) -> Iterator[None]:
+    """Within the block, ``run.model`` holds the averaged weights (when ``--ema`` is on); restored after."""
+    if run.ema is None:
+        yield
+        return
+    own = {n: t.detach().clone() for n, t in run.model.state_dict().items()}
+    run.model.load_state_dict(run.ema.weights(run.model))
+    try:
+        yield
+    finally:
+        run.model.load_state_dict(own)
+
+
 def train(args: argparse.Namespace) -> Dict[str, Any]:
     """A whole run: set up (or restore), train, evaluate on the test split. Returns eval.json's figures."""
     run = set_up(args)
@@ -500,7 +573,10 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                   f"{len(run.splits.test)} test images; {run.config.steps} steps -> {run.out}", flush=True)
         loop(run)
         extra = {"replica_max_abs_diff": replica_difference(run.model)} if run.ddp.world > 1 else {}
-        return final_evaluation(run, extra) if run.ddp.main else extra
+        if run.ema is not None:
+            extra["weights"] = f"moving average (ema {run.config.ema})"
+        with averaged(run):
+            return final_evaluation(run, extra) if run.ddp.main else extra
     finally:
         run.ddp.close()
 

@@ -238,3 +238,49 @@ def test_bf16_autocast_trains_like_fp32(tiny_cifar, tmp_path):
     assert all(math.isfinite(v) for v in [report["elbo_bpd"], report["iw_bpd"], *report["terms_bpd"].values()])
     assert abs(report["elbo_bpd"] - reports["fp32"]["elbo_bpd"]) < 0.02, (report["elbo_bpd"],
                                                                           reports["fp32"]["elbo_bpd"])
+
+
+def test_weight_average_is_the_documented_moving_average():
+    from selfvae.train import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    avg = WeightAverage(net, 0.9)
+    expected = {n: t.detach().clone() for n, t in net.state_dict().items()}
+    for t in range(1, 8):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        avg.update(net)
+        rate = 1 - min(0.9, (1 + t) / (10 + t))
+        expected = {n: e + rate * (net.state_dict()[n] - e) for n, e in expected.items()}
+    for n in expected:
+        assert torch.allclose(avg.average[n], expected[n], atol=1e-6), n
+    # the average is not the weights themselves
+    assert not torch.allclose(avg.average["weight"], net.weight)
+
+
+def test_ema_run_resumes_exactly_and_evaluates_the_average(tiny_cifar, tmp_path):
+    straight = run_train(tmp_path / "straight", tiny_cifar, "--ema", "0.5")
+    assert straight.returncode == 0, straight.stderr
+    killed = run_train(tmp_path / "resumed", tiny_cifar, "--ema", "0.5", faults={"FAULT_KILL_AT_STEP": "4"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = run_train(tmp_path / "resumed", tiny_cifar, "--ema", "0.5", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = read_checkpoint(str(tmp_path / "straight" / "latest.pt"))
+    b = read_checkpoint(str(tmp_path / "resumed" / "latest.pt"))
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+    for name, tensor in a["ema"]["tensors"].items():
+        assert torch.equal(tensor, b["ema"]["tensors"][name]), name
+    # load_model gives the average, which differs from the raw weights that training resumes from
+    from selfvae.checkpoint import load_model
+
+    model, _ = load_model(str(tmp_path / "straight" / "latest.pt"))
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[n], t) for n, t in a["ema"]["tensors"].items())
+    assert any(not torch.equal(a["model"][n], t) for n, t in a["ema"]["tensors"].items())
+    result = json.loads((tmp_path / "straight" / "eval.json").read_text())
+    assert result["weights"].startswith("moving average")
+    # a run without --ema cannot resume one with it
+    other = run_train(tmp_path / "resumed", tiny_cifar, "--ema", "0", "--resume")
+    assert other.returncode == 2 and "ema" in other.stderr
