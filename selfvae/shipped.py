@@ -75,15 +75,18 @@ def resolve(model: Optional[str]) -> Tuple[str, Optional[str]]:
     """``(checkpoint path, shipped name or None)`` for a ``--model`` argument.
 
     ``None`` -> the default shipped model; an existing file -> itself; a shipped name -> its
-    verified weights. Anything else raises :class:`CheckpointError` naming both readings.
+    verified weights. Anything else raises :class:`CheckpointError`: a path-like argument (with a
+    ``/`` or ending in ``.pt``) as a missing checkpoint, a bare word naming both readings.
     """
     model = DEFAULT_MODEL if model is None else model
     if os.path.exists(model):
         return model, None
     if model in names():
         return verified_path(model), model
+    if os.sep in model or "/" in model or model.endswith(".pt"):  # meant as a file
+        raise CheckpointError(f"checkpoint '{model}' does not exist")
     known = ", ".join(names()) or "none are installed"
-    raise CheckpointError(f"--model '{model}' is neither a checkpoint file nor a shipped model name "
+    raise CheckpointError(f"'{model}' is neither a checkpoint file nor a shipped model name "
                           f"(shipped models: {known})")
 
 
