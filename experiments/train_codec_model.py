@@ -70,6 +70,9 @@ def train(args: argparse.Namespace) -> None:
     if not os.path.isfile(latest) and os.path.isfile(args.resume_from):
         os.makedirs(args.out, exist_ok=True)
         shutil.copyfile(args.resume_from, latest)
+        wall = os.path.join(os.path.dirname(os.path.abspath(args.resume_from)), "wall_time.json")
+        if os.path.isfile(wall):  # the wall time spent so far comes with it
+            shutil.copyfile(wall, os.path.join(args.out, "wall_time.json"))
         print(f"continuing from the committed checkpoint {args.resume_from}", flush=True)
     resume = os.path.isfile(latest)
     # paths relative to the repository, so that a committed checkpoint resumes in any clone
