@@ -282,7 +282,7 @@ def report(result: Dict) -> str:
     lines += ["", f"File of all patches vs -ELBO: {100 * (p['bpd_file'] / p['elbo_bpd'] - 1):+.2f} % "
               f"(stream alone {100 * (p['bpd_stream'] / p['elbo_bpd'] - 1):+.2f} %). Encode "
               f"{p['encode_images_per_s']:.1f} patches/s, decode {p['decode_images_per_s']:.1f} patches/s "
-              f"(2 CPU threads). Bytes a decoder reads for each level: " +
+              f"({result.get('threads')} CPU threads). Bytes a decoder reads for each level: " +
               ", ".join(f"{k} {v:,}" for k, v in reversed(list(p["preview_bytes"].items()))) + ".", ""]
     photos = result["photos"]
     names = list(LOSSLESS)
@@ -355,7 +355,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     print(f"model {args.model or shipped.DEFAULT_MODEL}: {model.config.transform}; {len(patches)} test patches; photos "
           f"{', '.join(f'{n} {im.shape}' for n, im in photos.items())}", flush=True)
-    result = {"model": args.model or shipped.DEFAULT_MODEL, "step": state.get("step"),
+    result = {"model": args.model or shipped.DEFAULT_MODEL, "step": state.get("step"), "threads": args.threads,
               "patch_shape": "x".join(map(str, patches.shape[1:])), "data": source}
     result["patches"] = lossless_patches(model, patches, args)
     print("lossless patches done", flush=True)
