@@ -65,6 +65,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from selfvae.shipped import file_sha256  # SHA-256 of a file, read in blocks
+
 #: Bump when the way the corpus is built changes (it is part of every manifest).
 CORPUS_VERSION = 1
 #: The salt of :func:`assign_split`; changing it reshuffles the split.
@@ -374,14 +376,6 @@ def pixels_sha256(image: np.ndarray) -> str:
     """SHA-256 of a uint8 ``(C, H, W)`` image: its shape and its bytes."""
     c, h, w = image.shape
     return hashlib.sha256(f"{c}x{h}x{w}\n".encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def output_name(package: str, photo_name: str) -> str:

@@ -521,16 +521,18 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay, self.updates = decay, 0
-        self.names = [n for n, t in model.state_dict().items() if t.is_floating_point()]
         state = model.state_dict()
-        self.average = {n: state[n].detach().clone() for n in self.names}
+        self.names = [n for n, t in state.items() if t.is_floating_point()]
+        # the model's own tensors: optimiser steps and load_state_dict update them in place, so the
+        # training step need not rebuild a state dict to read them
+        self.live = [state[n].detach() for n in self.names]
+        self.average = {n: t.clone() for n, t in zip(self.names, self.live)}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         weight = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
-        state = model.state_dict()
-        torch._foreach_lerp_([self.average[n] for n in self.names], [state[n].detach() for n in self.names], weight)
+        torch._foreach_lerp_([self.average[n] for n in self.names], self.live, weight)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"tensors": {n: t.clone() for n, t in self.average.items()}, "updates": self.updates}
