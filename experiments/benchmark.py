@@ -4,6 +4,9 @@
     python experiments/benchmark.py --quick            # the CPU half in a few minutes
     python experiments/benchmark.py                    # everything (on a GPU: bf16 autocast)
     python experiments/benchmark.py --device cuda --compile
+    python experiments/benchmark.py --only small:3:32,paper:0:32 --original --baseline /tmp/base
+                      # before/after side by side: the presets as they were (--original) and an
+                      # older checkout's code (--baseline, e.g. `git worktree add /tmp/base <commit>`)
 
 Each configuration runs in a fresh subprocess, so that its peak memory (resident set on the
 CPU, ``max_memory_allocated`` on CUDA) is its own. Training: forward + backward + AdaMax step
@@ -46,18 +49,26 @@ def sync(device: torch.device) -> None:
 
 
 def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int, iw_images: int, iw_samples: int,
-        device: torch.device, bf16: bool, compile_model: bool, threads: Optional[int]) -> Dict:
+        device: torch.device, bf16: bool, compile_model: bool, threads: Optional[int],
+        overrides: Optional[Dict] = None, allocator: bool = True) -> Dict:
     """Measure one configuration (called in its own process)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from selfvae.config import make_config
     from selfvae.evaluation import iw_bound
     from selfvae.model import build_model, count_parameters
+    try:
+        from selfvae.runtime import reuse_large_allocations
+    except ImportError:  # a --baseline tree from before selfvae.runtime existed
+        allocator = False
 
     if threads:
         torch.set_num_threads(threads)
+    if allocator:  # what every `python -m selfvae.*` command does (selfvae.runtime)
+        reuse_large_allocations()
     torch.manual_seed(0)
-    model = build_model(make_config(preset, "downscale", levels, image_size=size)).to(device)
+    overrides = dict(overrides or {})
+    model = build_model(make_config(preset, "downscale", levels, image_size=size, **overrides)).to(device)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device)
     model.initialize(x)
@@ -92,7 +103,7 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
         sync(device)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    row = {"preset": preset, "K": levels, "size": size, "batch": batch, "device": str(device),
+    row = {"preset": preset, "K": levels, "size": size, "overrides": overrides, "batch": batch, "device": str(device),
            "precision": "bf16" if bf16 else "fp32", "compiled": compile_model, "threads": torch.get_num_threads(),
            "parameters": count_parameters(model), "first_step_s": first_step_s, "step_s": median,
            "images_per_s": batch / median,
@@ -119,28 +130,74 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
     return row
 
 
+# The presets as they were before the networks narrowed towards full resolution (session of
+# 2026-11-22): constant width at every size and a one-scale flow. ``--original`` measures each
+# configuration this way too, side by side in the same run.
+_PAPER_WIDTH_UNIFORM = {0: 328, 1: 216, 2: 176, 3: 160, 4: 144}
+
+
+def original(preset: str, levels: int) -> Dict:
+    values: Dict = dict(narrow_above=0, out_kernel=3, flow_squeezed=0)
+    if preset == "paper":
+        width = _PAPER_WIDTH_UNIFORM[min(levels, 4)]
+        values.update(width=width, growth=width // 4)
+    return values
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_config(text: str) -> Dict:
+    """``preset:K:size`` with optional config overrides ``@key=value+key=value``."""
+    name, _, extra = text.partition("@")
+    preset, k, size = name.split(":")
+    overrides = {key: _value(v) for key, v in (kv.split("=", 1) for kv in extra.split("+") if kv)}
+    return dict(preset=preset, levels=int(k), size=int(size), overrides=overrides)
+
+
 def plan(args: argparse.Namespace) -> List[Dict]:
-    """The configurations to measure."""
+    """The configurations to measure (each followed by its original form with ``--original``)."""
     if args.only:
-        return [dict(preset=p, levels=int(k), size=int(s)) for p, k, s in (c.split(":") for c in args.only.split(","))]
-    if args.quick:
+        configs = [parse_config(c) for c in args.only.split(",")]
+    elif args.quick:
         configs = [dict(preset="small", levels=k, size=s) for s in (32, 64) for k in (0, 1, 3)]
         configs += [dict(preset="paper", levels=k, size=32) for k in (0, 1, 3)]
     else:
         configs = [dict(preset=p, levels=k, size=s) for p in ("small", "paper") for s in (32, 64) for k in (0, 1, 3)]
+    if args.original:
+        configs = [c for config in configs for c in
+                   (config, {**config, "overrides": {**original(config["preset"], config["levels"]),
+                                                     **config.get("overrides", {})}, "label": "original"})]
+    if args.baseline:  # the same configurations measured with an older checkout's code, first
+        label = f"baseline {baseline_commit(args.baseline)}"
+        configs = [c for config in configs for c in
+                   ([{**config, "overrides": {}, "label": label, "tree": args.baseline}]
+                    if config.get("label") == "original" or not args.original else []) + [config]]
     return configs
 
 
+def baseline_commit(tree: str) -> str:
+    done = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or os.path.basename(os.path.abspath(tree))
+
+
 def table(rows: List[Dict]) -> str:
-    lines = ["| preset | K | size | params | device | precision | ms/step (batch) | images/s | GFLOP/image | "
+    lines = ["| preset | K | size | variant | params | device | precision | ms/step (batch) | images/s | GFLOP/image | "
              "TFLOP/s | of bf16 peak | IW-512 images/s | IW samples/s | peak memory (MB) |",
-             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         memory = r.get("train_peak_memory_mb") or r["peak_rss_mb"]
         frac = f"{100 * r['fraction_of_bf16_peak']:.1f} %" if r.get("fraction_of_bf16_peak") else "–"
         iw = (f"{r['iw_images_per_s']:.2f} | {r['iw_samples_per_s']:.0f}" if r.get("iw_images_per_s")
               else "– | –")
-        lines.append(f"| {r['preset']} | {r['K']} | {r['size']} | {r['parameters'] / 1e6:.2f} M | {r['device']} | "
+        variant = r.get("label") or "+".join(f"{k}={v}" for k, v in (r.get("overrides") or {}).items()) or "preset"
+        lines.append(f"| {r['preset']} | {r['K']} | {r['size']} | {variant} | {r['parameters'] / 1e6:.2f} M | {r['device']} | "
                      f"{r['precision']}{' compiled' if r['compiled'] else ''} | {1000 * r['step_s']:.0f} "
                      f"({r['batch']}) | {r['images_per_s']:.1f} | {r['gflop_per_image']:.2f} | "
                      f"{r['achieved_tflops']:.3f} | {frac} | {iw} | {memory:.0f} |")
@@ -161,7 +218,12 @@ def main() -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (cache in ~/.cache/selfvae/inductor unless TORCHINDUCTOR_CACHE_DIR "
                         "is set: the first run on a machine compiles, later ones load)")
-    p.add_argument("--only", default=None, help="only these configurations, e.g. small:3:32,paper:1:32")
+    p.add_argument("--only", default=None, help="only these configurations, e.g. small:3:32,paper:1:32; config "
+                   "overrides after @, joined by +: small:3:32@width=48+narrow_above=16")
+    p.add_argument("--original", action="store_true", help="also measure each configuration as the presets were "
+                   "before the networks narrowed at full resolution (constant width, one-scale flow)")
+    p.add_argument("--baseline", default=None, help="a checkout of an older commit (git worktree): each "
+                   "configuration is also measured with its code, its preset as it was, in the same run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.md and benchmark.json")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one configuration as JSON
@@ -173,8 +235,9 @@ def main() -> None:
     bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
     if args.one:
         config = json.loads(args.one)
-        print(json.dumps(one(config["preset"], config["levels"], config["size"], args.batch_size, steps, warmup,
-                             iw_images, args.iw_samples, device, bf16, args.compile, args.threads)))
+        row = one(config["preset"], config["levels"], config["size"], args.batch_size, steps, warmup, iw_images,
+                  args.iw_samples, device, bf16, args.compile, args.threads, config.get("overrides"))
+        print(json.dumps({**row, "label": config.get("label")}))
         return
     rows = []
     here = os.path.abspath(__file__)
@@ -190,13 +253,17 @@ def main() -> None:
                 str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup), "--iw-images", str(iw_images),
                 "--iw-samples", str(args.iw_samples), "--precision", "bf16" if bf16 else "fp32"]
         argv += (["--compile"] if args.compile else []) + (["--threads", str(args.threads)] if args.threads else [])
-        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        tree = config.pop("tree", None)
+        run_env = env if tree is None else {**env, "PYTHONPATH": os.path.abspath(tree)}
+        argv[argv.index("--one") + 1] = json.dumps(config)
+        done = subprocess.run(argv, capture_output=True, text=True, env=run_env)
         if done.returncode:
             print(f"{config}: failed\n{done.stderr[-2000:]}", flush=True)
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{r['preset']:5s} K={r['K']} {r['size']}px: first step {r['first_step_s']:.1f} s, "
+        print(f"{r['preset']:5s} K={r['K']} {r['size']}px {r.get('label') or r['overrides'] or ''}: "
+              f"{r['parameters'] / 1e6:.2f} M parameters, first step {r['first_step_s']:.1f} s, "
               f"{r['images_per_s']:.1f} images/s, "
               f"{r['gflop_per_image']:.2f} GFLOP/image, IW-512 {r.get('iw_images_per_s', 0):.2f} images/s", flush=True)
     text = table(rows)

@@ -25,6 +25,7 @@ from .config import ConfigError
 from .datasets import DataError, load_image_folder, load_splits, split_changes
 from .metrics import MetricsError
 from .model import SelfVAE
+from .runtime import reuse_large_allocations
 
 
 class UserError(RuntimeError):
@@ -44,7 +45,9 @@ def error_line(error: object, limit: int = 2000) -> str:
 
 
 def run(command: Callable[[], object]) -> int:
-    """Run ``command()``; a user error becomes one ``error:`` line on stderr and status 2."""
+    """Run ``command()``; a user error becomes one ``error:`` line on stderr and status 2.
+    Large freed blocks are kept for reuse first (:func:`selfvae.runtime.reuse_large_allocations`)."""
+    reuse_large_allocations()
     try:
         command()
     except USER_ERRORS as e:

@@ -80,9 +80,16 @@ class ModelConfig(_Config):
         ``s = min(latent_size, size of the level it is inferred from)`` (paper: 16 x 8 x 8).
     width, growth, dense_layers, blocks: network width, DenseNet growth rate, layers per
         DenseNet block, DenseNet blocks per resolution.
+    narrow_above: 0 keeps ``width`` and ``growth`` at every spatial size; otherwise networks at
+        sizes above it halve both with every doubling of the size (wide where features are
+        small, narrow at full resolution; :class:`selfvae.nets.Widths`).
+    out_kernel: kernel of the last conv of every likelihood head (3, or 1: per pixel).
     components: logistic mixture components of every discretized likelihood.
     flow_couplings, flow_hidden: affine coupling layers of the RealNVP prior and the width
         of their conv nets.
+    flow_squeezed: further couplings of the RealNVP prior at half resolution (the latent
+        squeezed to ``4C x s/2 x s/2``, RealNVP's multi-scale form; nets ``2 * flow_hidden`` wide);
+        0: one scale.
     z_flow: conditional affine couplings on every conditional prior ``p(z_k | y_k, h_k)``, their
         nets seeing the features of ``y_k`` and ``h_k`` (:mod:`selfvae.cflow`; width
         ``flow_hidden``); 0: the diagonal Gaussian of the paper.
@@ -99,9 +106,12 @@ class ModelConfig(_Config):
     growth: int = 16
     dense_layers: int = 1
     blocks: int = 1
+    narrow_above: int = 0
+    out_kernel: int = 3
     components: int = 10
     flow_couplings: int = 4
     flow_hidden: int = 32
+    flow_squeezed: int = 0
     z_flow: int = 0
     min_logvar: float = -12.0
     max_logvar: float = 6.0
@@ -110,7 +120,9 @@ class ModelConfig(_Config):
     def __post_init__(self) -> None:
         _check_ints(self, ["image_channels", "image_size", "latent_channels", "latent_size", "width", "growth",
                            "components", "flow_couplings", "flow_hidden"], 1)
-        _check_ints(self, ["dense_layers", "blocks", "z_flow"], 0)
+        _check_ints(self, ["dense_layers", "blocks", "z_flow", "narrow_above", "flow_squeezed"], 0)
+        if self.out_kernel not in (1, 3, 5):
+            raise ConfigError(f"out_kernel must be 1, 3 or 5, got {self.out_kernel!r}")
         if self.z_flow and self.latent_channels < 2:
             raise ConfigError(f"z_flow splits the latents' channels: latent_channels must be >= 2, got "
                               f"{self.latent_channels}")
@@ -127,6 +139,10 @@ class ModelConfig(_Config):
             if not _power_of_two_ratio(spec.height, s):
                 raise ConfigError(f"latent_size {self.latent_size} does not fit level {k} of size {spec.height}: "
                                   f"the two must differ by a power of 2 (e.g. latent_size 8 or 4)")
+        u_size = min(self.latent_size, specs[-1].height)
+        if self.flow_squeezed and u_size % 2:
+            raise ConfigError(f"flow_squeezed halves the top latent u, which is {u_size}x{u_size} here: it needs an "
+                              f"even size (set flow_squeezed=0)")
 
     @functools.cached_property
     def chain(self) -> Chain:
@@ -152,17 +168,23 @@ class ModelConfig(_Config):
 
 
 MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
-    # Sized for 2 CPU cores (see experiments/benchmark.py).
+    # Sized for 2 CPU cores (see experiments/benchmark.py). One width at every resolution:
+    # narrow_above=8 is 1.46x the images/s but 0.08 bpd worse on the main job after the same
+    # 2000 steps, and no better after the same wall time (README, "Speed").
     "small": dict(width=32, growth=16, dense_layers=1, blocks=1, flow_couplings=4, flow_hidden=32),
     # The paper's scale: latents 16x8x8 and 32-42 M parameters (see experiments/param_count.py).
-    # Its width depends on K (PAPER_WIDTH), as the paper kept every model in that range.
-    "paper": dict(dense_layers=3, blocks=2, flow_couplings=8, flow_hidden=256),
+    # Compute where the paper spends it: wide at low resolution, narrow at full resolution; the
+    # parameters a K = 0 or 1 model lacks then sit in a second, squeezed scale of the RealNVP
+    # prior (4x4 positions: a quarter of the work per parameter of an 8x8 layer).
+    "paper": dict(dense_layers=3, blocks=2, narrow_above=8, flow_couplings=8, flow_hidden=256),
 }
 PRESETS = MODEL_PRESETS
 
-# Width of the `paper` preset by number of levels K (growth = width / 4), chosen so that
-# the models have 32-42 M parameters like the paper's; K >= 4 uses the last entry.
-PAPER_WIDTH = {0: 328, 1: 216, 2: 176, 3: 160, 4: 144}
+# Width of the `paper` preset (growth = width / 4) and its squeezed flow couplings by number of
+# levels K, chosen so that the models have 32-42 M parameters like the paper's; K >= 4 uses the
+# last entry.
+PAPER_WIDTH = {0: 256, 1: 256, 2: 208, 3: 160, 4: 144}
+PAPER_FLOW_SQUEEZED = {0: 7, 1: 2, 2: 1, 3: 3, 4: 1}
 
 
 def chain_text(transform: str, levels: Optional[int]) -> str:
@@ -195,8 +217,9 @@ def make_config(preset: str = "small", transform: str = "downscale", levels: Opt
     chain = chain_text(transform, levels)
     values = dict(MODEL_PRESETS[preset])
     if preset == "paper":
-        width = PAPER_WIDTH[min(len(parse_chain(chain)), max(PAPER_WIDTH))]
-        values.update(width=width, growth=width // 4)
+        levels = min(len(parse_chain(chain)), max(PAPER_WIDTH))
+        values.update(width=PAPER_WIDTH[levels], growth=PAPER_WIDTH[levels] // 4,
+                      flow_squeezed=PAPER_FLOW_SQUEEZED[levels])
     values.update(overrides, transform=chain)
     return ModelConfig.from_dict(values)
 

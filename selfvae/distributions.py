@@ -152,11 +152,13 @@ class DiscretizedLogisticMixture:
         C, M = self.channels, self.components
         K = C * (C - 1) // 2
         with _no_autocast(self.params.device):
-            p = self.params
-            self.logits = p[:, :M]  # (B, M, H, W)
-            self.means = p[:, M : M + C * M].reshape(B, C, M, H, W)
-            self.log_scales = p[:, M + C * M : M + 2 * C * M].reshape(B, C, M, H, W).clamp(min=self.min_log_scale)
-            self.coeffs = torch.tanh(p[:, M + 2 * C * M :].reshape(B, K, M, H, W))
+            # split, not slicing: the backward of a split is one concatenation, where each slice's
+            # backward would zero-fill a whole params-sized gradient
+            logits, means, log_scales, coeffs = self.params.split([M, C * M, C * M, K * M], dim=1)
+            self.logits = logits  # (B, M, H, W)
+            self.means = means.reshape(B, C, M, H, W)
+            self.log_scales = log_scales.reshape(B, C, M, H, W).clamp(min=self.min_log_scale)
+            self.coeffs = torch.tanh(coeffs.reshape(B, K, M, H, W))
 
     @staticmethod
     def num_params(channels: int, components: int) -> int:
@@ -245,11 +247,13 @@ class DiscretizedLogisticMixture:
             value = value.to(self.params.device).long()
             x = self._to_unit(value)  # (B, C, H, W)
             log_probs = []
+            # unbind, not indexing, for the same reason as the split in __init__
+            means, log_scales, coeffs = self.means.unbind(1), self.log_scales.unbind(1), self.coeffs.unbind(1)
             for c in range(self.channels):
-                mean = self.means[:, c]  # (B, M, H, W)
+                mean = means[c]  # (B, M, H, W)
                 for j in range(c):
-                    mean = mean + self.coeffs[:, self._coeff_index(c, j)] * x[:, j : j + 1]
-                log_probs.append(self._log_bin_prob(value[:, c : c + 1], mean, self.log_scales[:, c]))
+                    mean = mean + coeffs[self._coeff_index(c, j)] * x[:, j : j + 1]
+                log_probs.append(self._log_bin_prob(value[:, c : c + 1], mean, log_scales[c]))
             joint = torch.stack(log_probs, dim=0).sum(0) + F.log_softmax(self.logits, dim=1)  # (B, M, H, W)
             return torch.logsumexp(joint, dim=1)
 

@@ -35,7 +35,7 @@ from transforms import LevelSpec, check_level
 from .cflow import ConditionalFlow, FlowGaussian
 from .config import ModelConfig
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture
-from .nets import Branch, GaussianHead, LikelihoodHead, Shape, data_dependent_init, latent_size, to_unit
+from .nets import Branch, GaussianHead, LikelihoodHead, Shape, Widths, data_dependent_init, latent_size, to_unit
 from .prior import RealNVPPrior
 
 Terms = Dict[str, torch.Tensor]
@@ -49,15 +49,20 @@ def nats_to_bpd(log_prob, dims: int):
 Noise = Dict[str, torch.Tensor]
 
 
+def widths_of(cfg: ModelConfig) -> Widths:
+    """The channels and growth of every network at each spatial size (:class:`selfvae.nets.Widths`)."""
+    return Widths(cfg.width, cfg.growth, cfg.narrow_above)
+
+
 class Encoder(nn.Module):
     """``q(latent | level)``: a level (uint8 ``(B, C, H, W)``) -> a diagonal Gaussian over ``latent``."""
 
     def __init__(self, level: LevelSpec, latent: Shape, cfg: ModelConfig):
         super().__init__()
         self.level = level
-        self.branch = Branch(level.channels, level.height, latent[1], cfg.width, cfg.growth, cfg.dense_layers,
-                             cfg.blocks)
-        self.head = GaussianHead(cfg.width, cfg.width, latent[0], cfg.growth, cfg.dense_layers, cfg.blocks)
+        widths, depth = widths_of(cfg), (cfg.dense_layers, cfg.blocks)
+        self.branch = Branch(level.channels, level.height, latent[1], widths, *depth)
+        self.head = GaussianHead(widths.channels(latent[1]), latent[1], latent[0], widths, *depth)
         self.bounds = dict(min_logvar=cfg.min_logvar, max_logvar=cfg.max_logvar)
 
     def forward(self, level: torch.Tensor) -> DiagonalGaussian:
@@ -76,12 +81,13 @@ class ConditionalPrior(nn.Module):
     def __init__(self, level: LevelSpec, parent: Shape, latent: Shape, cfg: ModelConfig):
         super().__init__()
         self.level = level
-        args = (cfg.width, cfg.growth, cfg.dense_layers, cfg.blocks)
-        self.level_branch = Branch(level.channels, level.height, latent[1], *args)
-        self.parent_branch = Branch(parent[0], parent[1], latent[1], *args)
-        self.head = GaussianHead(2 * cfg.width, *args[:1], latent[0], *args[1:])
+        widths, depth = widths_of(cfg), (cfg.dense_layers, cfg.blocks)
+        features = 2 * widths.channels(latent[1])
+        self.level_branch = Branch(level.channels, level.height, latent[1], widths, *depth)
+        self.parent_branch = Branch(parent[0], parent[1], latent[1], widths, *depth)
+        self.head = GaussianHead(features, latent[1], latent[0], widths, *depth)
         self.bounds = dict(min_logvar=cfg.min_logvar, max_logvar=cfg.max_logvar)
-        self.flow = ConditionalFlow(latent, 2 * cfg.width, cfg.z_flow, cfg.flow_hidden) if cfg.z_flow else None
+        self.flow = ConditionalFlow(latent, features, cfg.z_flow, cfg.flow_hidden) if cfg.z_flow else None
 
     def condition(self, level: torch.Tensor) -> torch.Tensor:
         return self.level_branch(to_unit(level, self.level.num_values))
@@ -111,14 +117,15 @@ class Decoder(nn.Module):
     def __init__(self, latent: Shape, level: Optional[LevelSpec], out: LevelSpec, cfg: ModelConfig):
         super().__init__()
         self.level, self.out, self.cfg = level, out, cfg
-        args = (cfg.width, cfg.growth, cfg.dense_layers, cfg.blocks)
+        widths, depth = widths_of(cfg), (cfg.dense_layers, cfg.blocks)
         merge_size = out.height if level is None else level.height
-        self.latent_branch = Branch(latent[0], latent[1], merge_size, *args)
-        self.level_branch = None if level is None else Branch(level.channels, level.height, merge_size, *args)
+        self.latent_branch = Branch(latent[0], latent[1], merge_size, widths, *depth)
+        self.level_branch = None if level is None else Branch(level.channels, level.height, merge_size, widths, *depth)
         self.residual = level is not None and level.channels == out.channels
         branches = 1 if level is None else 2
         params = DiscretizedLogisticMixture.num_params(out.channels, cfg.components)
-        self.head = LikelihoodHead(branches * cfg.width, merge_size, out.height, params, *args)
+        self.head = LikelihoodHead(branches * widths.channels(merge_size), merge_size, out.height, params, widths,
+                                   *depth, out_kernel=cfg.out_kernel)
 
     def condition(self, level: Optional[torch.Tensor]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """The parts that depend on ``y_k`` only: its features, and the mean offset (or None)."""
@@ -139,8 +146,8 @@ class Decoder(nn.Module):
         params = self.head(features)
         C, M = self.out.channels, self.cfg.components
         if offset is not None:  # means occupy channels M .. M + C*M, ordered (channel, component)
-            means = params[:, M:M + C * M] + offset.repeat_interleave(M, dim=1)
-            params = torch.cat([params[:, :M], means, params[:, M + C * M:]], dim=1)
+            logits, means, rest = params.split([M, C * M, params.shape[1] - M - C * M], dim=1)
+            params = torch.cat([logits, means + offset.repeat_interleave(M, dim=1), rest], dim=1)
         return DiscretizedLogisticMixture(params, channels=C, num_values=self.out.num_values, components=M,
                                           min_log_scale=self.cfg.min_log_scale)
 
@@ -198,7 +205,8 @@ class SelfVAE(nn.Module):
             self.z_shapes.append((C, s, s))
 
         self.q_u = Encoder(self.specs[K], self.u_shape, config)
-        self.p_u = RealNVPPrior(self.u_shape, num_couplings=config.flow_couplings, hidden_channels=config.flow_hidden)
+        self.p_u = RealNVPPrior(self.u_shape, num_couplings=config.flow_couplings, hidden_channels=config.flow_hidden,
+                                squeezed_couplings=config.flow_squeezed)
         self.p_top = Decoder(self.u_shape, None, self.specs[K], config)
         # index k-1 holds the networks of level k
         self.q_z = nn.ModuleList(Encoder(self.specs[k - 1], self.z_shapes[k - 1], config) for k in range(1, K + 1))

@@ -111,9 +111,12 @@ class ChannelAttention(nn.Module):
         self.excite = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = x.mean(dim=(2, 3), keepdim=True)
-        w = torch.sigmoid(self.excite(F.elu(self.squeeze(w))))
-        return x * w
+        # on the pooled (B, C) vector the 1x1 convs are matrix products: F.linear does the same
+        # arithmetic without a convolution's per-call cost (the weights stay (out, in, 1, 1))
+        w = x.mean(dim=(2, 3))
+        w = F.elu(F.linear(w, self.squeeze.weight.flatten(1), self.squeeze.bias))
+        w = torch.sigmoid(F.linear(w, self.excite.weight.flatten(1), self.excite.bias))
+        return x * w[:, :, None, None]
 
 
 class DenseBlock(nn.Module):
@@ -130,7 +133,8 @@ class DenseBlock(nn.Module):
         self.layers = nn.ModuleList()
         c = channels
         for _ in range(layers):
-            self.layers.append(nn.Sequential(conv1x1(c, 4 * growth), nn.ELU(), conv3x3(4 * growth, growth), nn.ELU()))
+            self.layers.append(nn.Sequential(conv1x1(c, 4 * growth), nn.ELU(inplace=True), conv3x3(4 * growth, growth),
+                                             nn.ELU(inplace=True)))
             c += growth
         self.transition = conv1x1(c, channels, init_scale=0.1)
         self.attention = ChannelAttention(channels)
@@ -150,21 +154,49 @@ def _log2_ratio(size_in: int, size_out: int) -> int:
     return steps
 
 
+class Widths:
+    """Channels and DenseNet growth of the networks at each spatial size.
+
+    ``narrow_above = 0``: one width (and growth) everywhere. Otherwise networks at sizes up to
+    ``narrow_above`` have ``width`` channels and above it the width and growth halve with every
+    doubling of the size (at least 8 and 4), so that each resolution costs about the same work:
+    wide where the features are small, narrow at full resolution, as in the paper's networks.
+    Callable: ``widths(size) -> (channels, growth)``.
+    """
+
+    def __init__(self, width: int, growth: int, narrow_above: int = 0):
+        self.width, self.growth, self.narrow_above = width, growth, narrow_above
+
+    def __call__(self, size: int) -> Tuple[int, int]:
+        if not self.narrow_above or size <= self.narrow_above:
+            return self.width, self.growth
+        factor = 2 ** math.ceil(math.log2(size / self.narrow_above))
+        return max(self.width // factor, 8), max(self.growth // factor, 4)
+
+    def channels(self, size: int) -> int:
+        return self(size)[0]
+
+
 class Resample(nn.Sequential):
     """Dense blocks interleaved with strided 3x3 convs (halving) or transposed 4x4 convs
     (doubling) to go from spatial size ``size_in`` to ``size_out`` (a power-of-2 ratio).
-    ``(B, C, size_in, size_in) -> (B, C, size_out, size_out)``."""
+    ``(B, widths.channels(size_in), size_in, size_in) -> (B, widths.channels(size_out), size_out, size_out)``."""
 
-    def __init__(self, channels: int, size_in: int, size_out: int, growth: int, layers: int, blocks: int):
+    def __init__(self, widths: Widths, size_in: int, size_out: int, layers: int, blocks: int):
         steps = _log2_ratio(size_in, size_out)
         modules: List[nn.Module] = []
+        size = size_in
         for _ in range(abs(steps)):
-            modules += [DenseBlock(channels, growth, layers) for _ in range(blocks)]
+            modules += [DenseBlock(*widths(size), layers) for _ in range(blocks)]
+            c_in = widths.channels(size)
             if steps < 0:
-                modules += [WNConv2d(channels, channels, 3, stride=2, padding=1), nn.ELU()]
+                size //= 2
+                modules += [WNConv2d(c_in, widths.channels(size), 3, stride=2, padding=1), nn.ELU(inplace=True)]
             else:
-                modules += [WNConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.ELU()]
-        modules += [DenseBlock(channels, growth, layers) for _ in range(blocks)]
+                size *= 2
+                modules += [WNConvTranspose2d(c_in, widths.channels(size), 4, stride=2, padding=1),
+                            nn.ELU(inplace=True)]
+        modules += [DenseBlock(*widths(size), layers) for _ in range(blocks)]
         super().__init__(*modules)
 
 
@@ -174,46 +206,48 @@ def to_unit(level: torch.Tensor, num_values: int) -> torch.Tensor:
 
 
 class Branch(nn.Module):
-    """Stem conv + :class:`Resample`: one input (a level or a latent) brought to a common
-    width and spatial size."""
+    """Stem conv + :class:`Resample`: one input (a level or a latent) brought to spatial size
+    ``size_out`` with ``widths.channels(size_out)`` channels."""
 
-    def __init__(self, in_channels: int, size_in: int, size_out: int, width: int, growth: int, layers: int,
-                 blocks: int):
+    def __init__(self, in_channels: int, size_in: int, size_out: int, widths: Widths, layers: int, blocks: int):
         super().__init__()
-        self.stem = conv3x3(in_channels, width)
-        self.body = Resample(width, size_in, size_out, growth, layers, blocks)
+        self.stem = conv3x3(in_channels, widths.channels(size_in))
+        self.body = Resample(widths, size_in, size_out, layers, blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(F.elu(self.stem(x)))
+        return self.body(F.elu(self.stem(x), inplace=True))
 
 
 class GaussianHead(nn.Module):
-    """Merges branch features (concatenated) into the parameters of a diagonal Gaussian
-    over a latent of ``latent_channels`` channels: ``(B, 2 * latent_channels, s, s)``."""
+    """Merges branch features (concatenated, at spatial size ``size``) into the parameters of a
+    diagonal Gaussian over a latent of ``latent_channels`` channels: ``(B, 2 * latent_channels, s, s)``."""
 
-    def __init__(self, in_channels: int, width: int, latent_channels: int, growth: int, layers: int, blocks: int):
+    def __init__(self, in_channels: int, size: int, latent_channels: int, widths: Widths, layers: int, blocks: int):
         super().__init__()
+        width, growth = widths(size)
         self.merge = conv1x1(in_channels, width)
         self.body = nn.Sequential(*[DenseBlock(width, growth, layers) for _ in range(blocks)])
         self.out = conv3x3(width, 2 * latent_channels, init_scale=0.1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(F.elu(self.merge(features))))
+        return self.out(self.body(F.elu(self.merge(features), inplace=True)))
 
 
 class LikelihoodHead(nn.Module):
     """Merges branch features at spatial size ``size_in``, upsamples them to ``size_out`` and
-    ends in ``out_params`` channels (mixture parameters): ``(B, out_params, size_out, size_out)``."""
+    ends in ``out_params`` channels (mixture parameters): ``(B, out_params, size_out, size_out)``.
+    ``out_kernel``: the last conv's kernel (3, or 1: a per-pixel map from the features)."""
 
-    def __init__(self, in_channels: int, size_in: int, size_out: int, out_params: int, width: int, growth: int,
-                 layers: int, blocks: int):
+    def __init__(self, in_channels: int, size_in: int, size_out: int, out_params: int, widths: Widths, layers: int,
+                 blocks: int, out_kernel: int = 3):
         super().__init__()
-        self.merge = conv1x1(in_channels, width)
-        self.body = Resample(width, size_in, size_out, growth, layers, blocks)
-        self.out = conv3x3(width, out_params, init_scale=0.1)
+        self.merge = conv1x1(in_channels, widths.channels(size_in))
+        self.body = Resample(widths, size_in, size_out, layers, blocks)
+        self.out = WNConv2d(widths.channels(size_out), out_params, out_kernel, padding=out_kernel // 2,
+                            init_scale=0.1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(F.elu(self.merge(features))))
+        return self.out(self.body(F.elu(self.merge(features), inplace=True)))
 
 
 def latent_size(level_size: int, max_size: int) -> int:

@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 
 import normflows as nf
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .distributions import _no_autocast, _random
@@ -70,6 +71,11 @@ class CouplingNet(nn.Module):
         return torch.stack([shift, log_scale], dim=2).flatten(1, 2)
 
 
+def _coupling(mode: str, shape: Sequence[int], hidden: int, layers: int, clamp: float) -> nn.Module:
+    return nf.flows.AffineCouplingBlock(CouplingNet(*_split_channels(mode, shape), hidden, layers, clamp), scale=True,
+                                        scale_map="exp", split_mode=mode)
+
+
 def _split_channels(mode: str, shape: Sequence[int]) -> tuple[int, int]:
     """Channels of ``(z1, z2)`` after normflows' ``Split(mode)`` of a ``(C, H, W)`` tensor."""
     C = shape[0]
@@ -92,7 +98,15 @@ class RealNVPPrior(nn.Module):
         coupling_layers: hidden (3x3 conv + ELU) layers per coupling net, before the
             zero-initialised output conv.
         scale_clamp: keyword-only; bound ``c`` of each coupling's log-scale ``c tanh(s/c)``.
+        squeezed_couplings: keyword-only; further couplings at half the resolution, as in
+            RealNVP's multi-scale architecture: between base and data the latent is squeezed
+            (``(C, H, W) -> (4C, H/2, W/2)``, a permutation: log-det 0), these couplings act, and
+            it is unsqueezed again before the ``num_couplings`` at full resolution. Their nets are
+            ``2 * hidden_channels`` wide: at a quarter of the positions that is the same work per
+            coupling for four times the parameters. Needs even ``H`` and ``W``.
 
+    Order from data to base (:meth:`inverse`): full-resolution couplings, squeeze, squeezed
+    couplings, unsqueeze; the base is ``N(0, I)`` over ``(C, H, W)`` either way.
     At initialisation the flow is the identity, so ``p(u)`` starts as ``N(0, I)``.
     Calling the module is :meth:`log_prob`.
     """
@@ -105,6 +119,7 @@ class RealNVPPrior(nn.Module):
         coupling_layers: int = 2,
         *,
         scale_clamp: float = 2.0,
+        squeezed_couplings: int = 0,
     ):
         super().__init__()
         shape = tuple(int(s) for s in shape)
@@ -123,13 +138,22 @@ class RealNVPPrior(nn.Module):
         self.shape = shape
         self.split_modes = [modes[i % len(modes)] for i in range(num_couplings)]
         self.flows = nn.ModuleList(
-            nf.flows.AffineCouplingBlock(
-                CouplingNet(*_split_channels(mode, shape), hidden_channels, coupling_layers, scale_clamp),
-                scale=True,
-                scale_map="exp",
-                split_mode=mode,
-            )
-            for mode in self.split_modes
+            _coupling(mode, shape, hidden_channels, coupling_layers, scale_clamp) for mode in self.split_modes
+        )
+        # the squeezed scale (base side): couplings on (4C, H/2, W/2)
+        if squeezed_couplings < 0:
+            raise ValueError(f"squeezed_couplings must be >= 0, got {squeezed_couplings}")
+        self.squeezed_modes: list = []
+        if squeezed_couplings:
+            if H % 2 or W % 2:
+                raise ValueError(f"squeezed couplings need an even height and width, got shape {shape}")
+            squeezed = (4 * C, H // 2, W // 2)
+            modes = ["channel", "channel_inv"] + (["checkerboard", "checkerboard_inv"] if squeezed[2] % 2 == 0 else [])
+            order = [modes[i] for i in (0, 2, 1, 3) if i < len(modes)]
+            self.squeezed_modes = [order[i % len(order)] for i in range(squeezed_couplings)]
+        self.squeezed_flows = nn.ModuleList(
+            _coupling(mode, (4 * C, H // 2, W // 2), 2 * hidden_channels, coupling_layers, scale_clamp)
+            for mode in self.squeezed_modes
         )
 
     @property
@@ -155,6 +179,12 @@ class RealNVPPrior(nn.Module):
         v = self._check(v, "v")
         with _no_autocast(v.device):
             log_det = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+            if len(self.squeezed_flows):
+                v = F.pixel_unshuffle(v, 2)
+                for flow in self.squeezed_flows:
+                    v, ld = flow(v)
+                    log_det = log_det + ld
+                v = F.pixel_shuffle(v, 2)
             for flow in self.flows:
                 v, ld = flow(v)
                 log_det = log_det + ld
@@ -168,6 +198,12 @@ class RealNVPPrior(nn.Module):
             for flow in reversed(self.flows):
                 u, ld = flow.inverse(u)
                 log_det = log_det + ld
+            if len(self.squeezed_flows):
+                u = F.pixel_unshuffle(u, 2)
+                for flow in reversed(self.squeezed_flows):
+                    u, ld = flow.inverse(u)
+                    log_det = log_det + ld
+                u = F.pixel_shuffle(u, 2)
             return u, log_det
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:

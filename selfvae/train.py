@@ -286,7 +286,9 @@ def set_up(args: argparse.Namespace) -> Run:
 
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
-    optimizer = torch.optim.Adamax(model.parameters(), lr=config.lr)
+    # foreach: one multi-tensor op per update instead of a loop over ~700 parameter tensors
+    # (the loop was ~7 % of a small-preset step on the CPU; on CUDA torch picks foreach anyway)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=config.lr, foreach=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(learning_rate_factor, config=config))
     aug_generator = torch.Generator(device=device)
     aug_generator.manual_seed(config.seed * 1000 + ddp.rank)

@@ -120,3 +120,74 @@ def test_partial_inference_from_a_level_gives_the_terms_above_it():
             assert sorted(partial) == sorted(expected)
             for name in expected:
                 assert torch.allclose(partial[name], full[name], atol=1e-5), (k, name)
+
+
+def _dense_block_inputs(model, x):
+    """(channels, spatial size) at the input of every DenseBlock of one forward pass."""
+    from selfvae.nets import DenseBlock
+
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[1], args[0].shape[-1])))
+             for m in model.modules() if isinstance(m, DenseBlock)]
+    with torch.no_grad():
+        model.elbo_terms(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_widths_halve_above_narrow_above():
+    from selfvae.nets import Widths
+
+    assert [Widths(32, 16, 0)(s) for s in (4, 32, 64)] == [(32, 16)] * 3
+    assert [Widths(32, 16, 8)(s) for s in (4, 8, 16, 32, 64)] == [(32, 16), (32, 16), (16, 8), (8, 4), (8, 4)]
+    assert Widths(256, 64, 8)(32) == (64, 16) and Widths(256, 64, 8)(64) == (32, 8)
+
+
+@pytest.mark.parametrize("narrow_above", [0, 8])
+def test_every_network_has_the_width_of_its_resolution(narrow_above):
+    """Every dense block of the model (encoders, priors, decoders, at every level) sees as many
+    channels as :class:`Widths` gives its spatial size: one width everywhere with 0, a quarter of
+    it at 32x32 with 8. The full-resolution work shrinks accordingly."""
+    from selfvae.model import widths_of
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(make_config("small", "downscale", 3, image_size=32, narrow_above=narrow_above))
+    x = images(2, 32)
+    model.initialize(x)
+    seen = _dense_block_inputs(model, x)
+    widths = widths_of(model.config)
+    assert {size for _, size in seen} == {4, 8, 16, 32}
+    assert all(c == widths.channels(size) for c, size in seen), seen
+    assert {c for c, size in seen if size == 32} == ({32} if narrow_above == 0 else {8})
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            model.elbo_terms(x)
+    flops = counter.get_total_flops()
+    assert (flops < 0.5 * 0.256e9 * 2) if narrow_above else (flops > 0.9 * 0.256e9 * 2)
+
+
+def test_configs_saved_before_the_width_schedule_build_the_original_model():
+    """A checkpoint's config written before ``narrow_above``, ``out_kernel`` and ``flow_squeezed``
+    existed lacks those keys: it must rebuild the model it was trained as (one width, 3x3 output
+    conv, a one-scale flow), whatever the presets say now."""
+    from selfvae.config import ModelConfig
+
+    old = {k: v for k, v in make_config("small", "downscale", 3).to_dict().items()
+           if k not in ("narrow_above", "out_kernel", "flow_squeezed")}
+    config = ModelConfig.from_dict(old)
+    assert (config.narrow_above, config.out_kernel, config.flow_squeezed) == (0, 3, 0)
+    model = build_model(config)
+    assert model.p_y[0].head.out.v.shape == (100, 32, 3, 3) and len(model.p_u.squeezed_flows) == 0
+
+
+def test_squeezed_flow_couplings_train_with_the_model():
+    model, x = tiny("downscale", 1, flow_squeezed=2)
+    assert len(model.p_u.squeezed_flows) == 2
+    model.bits_per_dim(model(x))["bpd"].backward()
+    for name, p in model.p_u.squeezed_flows.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # a one-pixel top latent cannot be squeezed: refused when the config is built
+    from selfvae.config import ConfigError
+    with pytest.raises(ConfigError, match="flow_squeezed halves the top latent u, which is 1x1"):
+        make_config("small", "downscale", 4, image_size=16, flow_squeezed=1)

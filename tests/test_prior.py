@@ -24,18 +24,22 @@ def perturbed_prior(shape, seed=0, scale=0.1, dtype=torch.float64, **kw):
     return prior
 
 
-def test_identity_at_initialisation():
-    prior = RealNVPPrior((4, 2, 2), num_couplings=4, hidden_channels=8)
+@pytest.mark.parametrize("squeezed", [0, 2])
+def test_identity_at_initialisation(squeezed):
+    prior = RealNVPPrior((4, 2, 2), num_couplings=4, hidden_channels=8, squeezed_couplings=squeezed)
     u = torch.randn(5, 4, 2, 2)
     assert torch.allclose(prior.log_prob(u), prior.base_log_prob(u))
     v = torch.randn(5, 4, 2, 2)
     assert torch.equal(prior.sample(noise=v), v)
 
 
-def test_log_prob_matches_brute_force_change_of_variables():
-    """log p(u) = log N(v; 0, I) + log|det dv/du| with the full 8x8 Jacobian from autograd."""
+@pytest.mark.parametrize("squeezed", [0, 3])
+def test_log_prob_matches_brute_force_change_of_variables(squeezed):
+    """log p(u) = log N(v; 0, I) + log|det dv/du| with the full 8x8 Jacobian from autograd
+    (also with couplings at the squeezed half resolution of the multi-scale form)."""
     shape = (2, 2, 2)
-    prior = perturbed_prior(shape, scale=0.3)
+    prior = perturbed_prior(shape, scale=0.3, squeezed_couplings=squeezed)
+    assert len(prior.squeezed_flows) == squeezed
     assert set(prior.split_modes) == {"checkerboard", "checkerboard_inv", "channel", "channel_inv"}
     u = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     log_prob = prior.log_prob(u)
@@ -49,10 +53,13 @@ def test_log_prob_matches_brute_force_change_of_variables():
         assert log_det[i].item() == pytest.approx(logabsdet.item(), abs=1e-9)
 
 
+@pytest.mark.parametrize("squeezed", [0, 4])
 @pytest.mark.parametrize("device", DEVICES)
-def test_sample_inverse_roundtrip_and_log_det_consistency(device):
+def test_sample_inverse_roundtrip_and_log_det_consistency(device, squeezed):
     shape = (4, 4, 4)
-    prior = perturbed_prior(shape, seed=2, dtype=torch.float32).to(device)
+    prior = perturbed_prior(shape, seed=2, dtype=torch.float32, squeezed_couplings=squeezed).to(device)
+    assert set(prior.squeezed_modes) == ({"channel", "channel_inv", "checkerboard", "checkerboard_inv"}
+                                         if squeezed else set())
     noise = torch.randn(6, *shape, generator=torch.Generator().manual_seed(3)).to(device)
     u = prior.sample(noise=noise)
     assert u.shape == (6, *shape) and u.device.type == device and u.dtype == torch.float32
