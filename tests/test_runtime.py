@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent("""
     with torch.no_grad():
         model.log_weights(x, 64, chunk=64)  # warm: a (128, 100, 32, 32) float tensor is 52 MB
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        w = model.log_weights(x, 64, chunk=64)
+        for _ in range(3):
+            w = model.log_weights(x, 64, chunk=64)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, repr(w.double().sum().item()))
 """)
 
@@ -35,4 +36,5 @@ def test_large_blocks_are_reused_and_the_numbers_stay():
         out[mode] = (int(faults), total)
     assert out["on"][1] == out["off"][1]  # bit-identical log-weights
     # without it every large tensor is a fresh mmap, faulted in 4 KiB at a time; with it heap blocks are reused
-    assert out["off"][0] > 10_000 and out["on"][0] < out["off"][0] / 10, out
+    # (a residue of a few thousand faults either way comes from the small tensors)
+    assert out["off"][0] > 30_000 and out["on"][0] < out["off"][0] / 3, out
