@@ -170,16 +170,18 @@ def plan(args: argparse.Namespace) -> List[Dict]:
         configs += [dict(preset="paper", levels=k, size=32) for k in (0, 1, 3)]
     else:
         configs = [dict(preset=p, levels=k, size=s) for p in ("small", "paper") for s in (32, 64) for k in (0, 1, 3)]
-    if args.original:
-        configs = [c for config in configs for c in
-                   (config, {**config, "overrides": {**original(config["preset"], config["levels"]),
-                                                     **config.get("overrides", {})}, "label": "original"})]
-    if args.baseline:  # the same configurations measured with an older checkout's code, first
-        label = f"baseline {baseline_commit(args.baseline)}"
-        configs = [c for config in configs for c in
-                   ([{**config, "overrides": {}, "label": label, "tree": args.baseline}]
-                    if config.get("label") == "original" or not args.original else []) + [config]]
-    return configs
+    label = f"baseline {baseline_commit(args.baseline)}" if args.baseline else None
+    out, measured = [], set()
+    for config in configs:
+        key = (config["preset"], config["levels"], config["size"])
+        if args.baseline and key not in measured:  # the older code, its preset as it was, once per key
+            measured.add(key)
+            out.append({**config, "overrides": {}, "label": label, "tree": args.baseline})
+        out.append(config)
+        if args.original:
+            overrides = {**original(config["preset"], config["levels"]), **config.get("overrides", {})}
+            out.append({**config, "overrides": overrides, "label": "original"})
+    return out
 
 
 def baseline_commit(tree: str) -> str:
@@ -197,7 +199,8 @@ def table(rows: List[Dict]) -> str:
         iw = (f"{r['iw_images_per_s']:.2f} | {r['iw_samples_per_s']:.0f}" if r.get("iw_images_per_s")
               else "– | –")
         variant = r.get("label") or "+".join(f"{k}={v}" for k, v in (r.get("overrides") or {}).items()) or "preset"
-        lines.append(f"| {r['preset']} | {r['K']} | {r['size']} | {variant} | {r['parameters'] / 1e6:.2f} M | {r['device']} | "
+        lines.append(f"| {r['preset']} | {r['K']} | {r['size']} | {variant} | {r['parameters'] / 1e6:.2f} M | "
+                     f"{r['device']} | "
                      f"{r['precision']}{' compiled' if r['compiled'] else ''} | {1000 * r['step_s']:.0f} "
                      f"({r['batch']}) | {r['images_per_s']:.1f} | {r['gflop_per_image']:.2f} | "
                      f"{r['achieved_tflops']:.3f} | {frac} | {iw} | {memory:.0f} |")
@@ -253,9 +256,8 @@ def main() -> None:
                 str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup), "--iw-images", str(iw_images),
                 "--iw-samples", str(args.iw_samples), "--precision", "bf16" if bf16 else "fp32"]
         argv += (["--compile"] if args.compile else []) + (["--threads", str(args.threads)] if args.threads else [])
-        tree = config.pop("tree", None)
+        tree = config.get("tree")
         run_env = env if tree is None else {**env, "PYTHONPATH": os.path.abspath(tree)}
-        argv[argv.index("--one") + 1] = json.dumps(config)
         done = subprocess.run(argv, capture_output=True, text=True, env=run_env)
         if done.returncode:
             print(f"{config}: failed\n{done.stderr[-2000:]}", flush=True)

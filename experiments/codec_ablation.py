@@ -27,13 +27,14 @@ VARIANTS = {
     "batch64": ("batch 64 (twice the images per step)", ["--batch-size", "64"]),
     "latent8": ("8 latent channels instead of 16", ["--set", "latent_channels=8"]),
     "ema": ("moving average of the weights, decay 0.99", ["--ema", "0.99"]),
-    "narrow": ("networks narrowed above 8x8 (the small preset since 2026-11-22)", ["--set", "narrow_above=8"]),
+    "narrow": ("networks narrowed above 8x8 (width and growth halve per doubling)", ["--set", "narrow_above=8"]),
 }
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
     base = ["--dataset", "photos", "--data-root", args.corpus, "--transform", "downscale", "--levels", "3",
-            "--preset", "small", "--set", "narrow_above=0", "--augment", "flip", "--steps", str(args.steps), "--seed", str(args.seed),
+            "--preset", "small", "--set", "narrow_above=0", "--augment", "flip", "--steps", str(args.steps),
+            "--seed", str(args.seed),
             "--eval-every", str(args.steps), "--image-every", str(args.steps),
             "--checkpoint-every", str(max(args.steps // 4, 1)), "--iw-samples", "0", "--no-progress"]
     extra = VARIANTS[name][1]

@@ -50,8 +50,8 @@ Noise = Dict[str, torch.Tensor]
 
 
 def widths_of(cfg: ModelConfig) -> Widths:
-    """The channels and growth of every network at each spatial size (:class:`selfvae.nets.Widths`)."""
-    return Widths(cfg.width, cfg.growth, cfg.narrow_above)
+    """The shape of every network: channels and growth at each spatial size, depth (:class:`selfvae.nets.Widths`)."""
+    return Widths(cfg.width, cfg.growth, cfg.narrow_above, cfg.dense_layers, cfg.blocks)
 
 
 class Encoder(nn.Module):
@@ -60,9 +60,9 @@ class Encoder(nn.Module):
     def __init__(self, level: LevelSpec, latent: Shape, cfg: ModelConfig):
         super().__init__()
         self.level = level
-        widths, depth = widths_of(cfg), (cfg.dense_layers, cfg.blocks)
-        self.branch = Branch(level.channels, level.height, latent[1], widths, *depth)
-        self.head = GaussianHead(widths.channels(latent[1]), latent[1], latent[0], widths, *depth)
+        widths = widths_of(cfg)
+        self.branch = Branch(level.channels, level.height, latent[1], widths)
+        self.head = GaussianHead(widths.channels(latent[1]), latent[1], latent[0], widths)
         self.bounds = dict(min_logvar=cfg.min_logvar, max_logvar=cfg.max_logvar)
 
     def forward(self, level: torch.Tensor) -> DiagonalGaussian:
@@ -81,11 +81,11 @@ class ConditionalPrior(nn.Module):
     def __init__(self, level: LevelSpec, parent: Shape, latent: Shape, cfg: ModelConfig):
         super().__init__()
         self.level = level
-        widths, depth = widths_of(cfg), (cfg.dense_layers, cfg.blocks)
+        widths = widths_of(cfg)
         features = 2 * widths.channels(latent[1])
-        self.level_branch = Branch(level.channels, level.height, latent[1], widths, *depth)
-        self.parent_branch = Branch(parent[0], parent[1], latent[1], widths, *depth)
-        self.head = GaussianHead(features, latent[1], latent[0], widths, *depth)
+        self.level_branch = Branch(level.channels, level.height, latent[1], widths)
+        self.parent_branch = Branch(parent[0], parent[1], latent[1], widths)
+        self.head = GaussianHead(features, latent[1], latent[0], widths)
         self.bounds = dict(min_logvar=cfg.min_logvar, max_logvar=cfg.max_logvar)
         self.flow = ConditionalFlow(latent, features, cfg.z_flow, cfg.flow_hidden) if cfg.z_flow else None
 
@@ -117,15 +117,15 @@ class Decoder(nn.Module):
     def __init__(self, latent: Shape, level: Optional[LevelSpec], out: LevelSpec, cfg: ModelConfig):
         super().__init__()
         self.level, self.out, self.cfg = level, out, cfg
-        widths, depth = widths_of(cfg), (cfg.dense_layers, cfg.blocks)
+        widths = widths_of(cfg)
         merge_size = out.height if level is None else level.height
-        self.latent_branch = Branch(latent[0], latent[1], merge_size, widths, *depth)
-        self.level_branch = None if level is None else Branch(level.channels, level.height, merge_size, widths, *depth)
+        self.latent_branch = Branch(latent[0], latent[1], merge_size, widths)
+        self.level_branch = None if level is None else Branch(level.channels, level.height, merge_size, widths)
         self.residual = level is not None and level.channels == out.channels
         branches = 1 if level is None else 2
         params = DiscretizedLogisticMixture.num_params(out.channels, cfg.components)
         self.head = LikelihoodHead(branches * widths.channels(merge_size), merge_size, out.height, params, widths,
-                                   *depth, out_kernel=cfg.out_kernel)
+                                   out_kernel=cfg.out_kernel)
 
     def condition(self, level: Optional[torch.Tensor]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """The parts that depend on ``y_k`` only: its features, and the mean offset (or None)."""

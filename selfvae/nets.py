@@ -155,7 +155,8 @@ def _log2_ratio(size_in: int, size_out: int) -> int:
 
 
 class Widths:
-    """Channels and DenseNet growth of the networks at each spatial size.
+    """The shape of every network: channels and DenseNet growth at each spatial size, and the
+    depth (``layers`` per DenseNet block, ``blocks`` per resolution).
 
     ``narrow_above = 0``: one width (and growth) everywhere. Otherwise networks at sizes up to
     ``narrow_above`` have ``width`` channels and above it the width and growth halve with every
@@ -164,8 +165,9 @@ class Widths:
     Callable: ``widths(size) -> (channels, growth)``.
     """
 
-    def __init__(self, width: int, growth: int, narrow_above: int = 0):
+    def __init__(self, width: int, growth: int, narrow_above: int = 0, layers: int = 1, blocks: int = 1):
         self.width, self.growth, self.narrow_above = width, growth, narrow_above
+        self.layers, self.blocks = layers, blocks
 
     def __call__(self, size: int) -> Tuple[int, int]:
         if not self.narrow_above or size <= self.narrow_above:
@@ -176,18 +178,22 @@ class Widths:
     def channels(self, size: int) -> int:
         return self(size)[0]
 
+    def dense_blocks(self, size: int) -> List[nn.Module]:
+        """The ``blocks`` DenseNet blocks of one resolution."""
+        return [DenseBlock(*self(size), self.layers) for _ in range(self.blocks)]
+
 
 class Resample(nn.Sequential):
     """Dense blocks interleaved with strided 3x3 convs (halving) or transposed 4x4 convs
     (doubling) to go from spatial size ``size_in`` to ``size_out`` (a power-of-2 ratio).
     ``(B, widths.channels(size_in), size_in, size_in) -> (B, widths.channels(size_out), size_out, size_out)``."""
 
-    def __init__(self, widths: Widths, size_in: int, size_out: int, layers: int, blocks: int):
+    def __init__(self, widths: Widths, size_in: int, size_out: int):
         steps = _log2_ratio(size_in, size_out)
         modules: List[nn.Module] = []
         size = size_in
         for _ in range(abs(steps)):
-            modules += [DenseBlock(*widths(size), layers) for _ in range(blocks)]
+            modules += widths.dense_blocks(size)
             c_in = widths.channels(size)
             if steps < 0:
                 size //= 2
@@ -196,7 +202,7 @@ class Resample(nn.Sequential):
                 size *= 2
                 modules += [WNConvTranspose2d(c_in, widths.channels(size), 4, stride=2, padding=1),
                             nn.ELU(inplace=True)]
-        modules += [DenseBlock(*widths(size), layers) for _ in range(blocks)]
+        modules += widths.dense_blocks(size)
         super().__init__(*modules)
 
 
@@ -209,10 +215,10 @@ class Branch(nn.Module):
     """Stem conv + :class:`Resample`: one input (a level or a latent) brought to spatial size
     ``size_out`` with ``widths.channels(size_out)`` channels."""
 
-    def __init__(self, in_channels: int, size_in: int, size_out: int, widths: Widths, layers: int, blocks: int):
+    def __init__(self, in_channels: int, size_in: int, size_out: int, widths: Widths):
         super().__init__()
         self.stem = conv3x3(in_channels, widths.channels(size_in))
-        self.body = Resample(widths, size_in, size_out, layers, blocks)
+        self.body = Resample(widths, size_in, size_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(F.elu(self.stem(x), inplace=True))
@@ -222,12 +228,11 @@ class GaussianHead(nn.Module):
     """Merges branch features (concatenated, at spatial size ``size``) into the parameters of a
     diagonal Gaussian over a latent of ``latent_channels`` channels: ``(B, 2 * latent_channels, s, s)``."""
 
-    def __init__(self, in_channels: int, size: int, latent_channels: int, widths: Widths, layers: int, blocks: int):
+    def __init__(self, in_channels: int, size: int, latent_channels: int, widths: Widths):
         super().__init__()
-        width, growth = widths(size)
-        self.merge = conv1x1(in_channels, width)
-        self.body = nn.Sequential(*[DenseBlock(width, growth, layers) for _ in range(blocks)])
-        self.out = conv3x3(width, 2 * latent_channels, init_scale=0.1)
+        self.merge = conv1x1(in_channels, widths.channels(size))
+        self.body = nn.Sequential(*widths.dense_blocks(size))
+        self.out = conv3x3(widths.channels(size), 2 * latent_channels, init_scale=0.1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(F.elu(self.merge(features), inplace=True)))
@@ -238,11 +243,11 @@ class LikelihoodHead(nn.Module):
     ends in ``out_params`` channels (mixture parameters): ``(B, out_params, size_out, size_out)``.
     ``out_kernel``: the last conv's kernel (3, or 1: a per-pixel map from the features)."""
 
-    def __init__(self, in_channels: int, size_in: int, size_out: int, out_params: int, widths: Widths, layers: int,
-                 blocks: int, out_kernel: int = 3):
+    def __init__(self, in_channels: int, size_in: int, size_out: int, out_params: int, widths: Widths,
+                 out_kernel: int = 3):
         super().__init__()
         self.merge = conv1x1(in_channels, widths.channels(size_in))
-        self.body = Resample(widths, size_in, size_out, layers, blocks)
+        self.body = Resample(widths, size_in, size_out)
         self.out = WNConv2d(widths.channels(size_out), out_params, out_kernel, padding=out_kernel // 2,
                             init_scale=0.1)
 

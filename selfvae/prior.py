@@ -76,6 +76,17 @@ def _coupling(mode: str, shape: Sequence[int], hidden: int, layers: int, clamp: 
                                         scale_map="exp", split_mode=mode)
 
 
+def _split_modes(shape: Sequence[int], count: int, preference: Sequence[str]) -> list:
+    """``count`` split modes cycling through ``preference``, skipping those a ``(C, H, W)`` latent
+    cannot take (channel modes need ``C >= 2``, checkerboard modes an even ``W``)."""
+    C, _, W = shape
+    modes = [m for m in preference
+             if (m.startswith("channel") and C >= 2) or (m.startswith("checkerboard") and W % 2 == 0)]
+    if not modes:
+        raise ValueError(f"cannot split a latent of shape {tuple(shape)}: need C >= 2 or an even width")
+    return [modes[i % len(modes)] for i in range(count)]
+
+
 def _split_channels(mode: str, shape: Sequence[int]) -> tuple[int, int]:
     """Channels of ``(z1, z2)`` after normflows' ``Split(mode)`` of a ``(C, H, W)`` tensor."""
     C = shape[0]
@@ -127,32 +138,25 @@ class RealNVPPrior(nn.Module):
             raise ValueError(f"shape must be (C, H, W) with positive sizes, got {shape}")
         if num_couplings < 1 or coupling_layers < 1 or hidden_channels < 1:
             raise ValueError("num_couplings, hidden_channels and coupling_layers must be >= 1")
+        if squeezed_couplings < 0:
+            raise ValueError(f"squeezed_couplings must be >= 0, got {squeezed_couplings}")
         C, H, W = shape
-        modes = [
-            m
-            for m in ("checkerboard", "channel", "checkerboard_inv", "channel_inv")
-            if (m.startswith("channel") and C >= 2) or (m.startswith("checkerboard") and W % 2 == 0)
-        ]
-        if not modes:
-            raise ValueError(f"cannot split a latent of shape {shape}: need C >= 2 or an even width")
         self.shape = shape
-        self.split_modes = [modes[i % len(modes)] for i in range(num_couplings)]
+        self.split_modes = _split_modes(shape, num_couplings, ("checkerboard", "channel", "checkerboard_inv",
+                                                               "channel_inv"))
         self.flows = nn.ModuleList(
             _coupling(mode, shape, hidden_channels, coupling_layers, scale_clamp) for mode in self.split_modes
         )
-        # the squeezed scale (base side): couplings on (4C, H/2, W/2)
-        if squeezed_couplings < 0:
-            raise ValueError(f"squeezed_couplings must be >= 0, got {squeezed_couplings}")
+        # the squeezed scale (base side): couplings on (4C, H/2, W/2), channel splits first
+        squeezed = (4 * C, H // 2, W // 2)
         self.squeezed_modes: list = []
         if squeezed_couplings:
             if H % 2 or W % 2:
                 raise ValueError(f"squeezed couplings need an even height and width, got shape {shape}")
-            squeezed = (4 * C, H // 2, W // 2)
-            modes = ["channel", "channel_inv"] + (["checkerboard", "checkerboard_inv"] if squeezed[2] % 2 == 0 else [])
-            order = [modes[i] for i in (0, 2, 1, 3) if i < len(modes)]
-            self.squeezed_modes = [order[i % len(order)] for i in range(squeezed_couplings)]
+            self.squeezed_modes = _split_modes(squeezed, squeezed_couplings, ("channel", "checkerboard",
+                                                                              "channel_inv", "checkerboard_inv"))
         self.squeezed_flows = nn.ModuleList(
-            _coupling(mode, (4 * C, H // 2, W // 2), 2 * hidden_channels, coupling_layers, scale_clamp)
+            _coupling(mode, squeezed, 2 * hidden_channels, coupling_layers, scale_clamp)
             for mode in self.squeezed_modes
         )
 

@@ -30,6 +30,9 @@ def test_config_validation_and_presets():
     (3, {"min_logvar": 7.0}, "must be below max_logvar"),
     (3, {"width": 0}, "width must be an integer >= 1"),
     (3, {"components": 2.5}, "components must be an integer"),
+    (3, {"narrow_above": -8}, "narrow_above must be an integer >= 0"),
+    (3, {"out_kernel": 2}, "out_kernel must be 1, 3 or 5"),
+    (3, {"flow_squeezed": -1}, "flow_squeezed must be an integer >= 0"),
     (-1, {}, "levels must be an integer >= 0"),
 ])
 def test_model_configs_that_cannot_work_are_refused_when_built(levels, overrides, message):
