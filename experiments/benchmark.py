@@ -131,13 +131,13 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
 
 
 # The presets as they were before the networks narrowed towards full resolution (session of
-# 2026-11-22): constant width at every size and a one-scale flow. ``--original`` measures each
+# 2026-11-22): constant width at every size, a one-scale flow, independent pixels. ``--original`` measures each
 # configuration this way too, side by side in the same run.
 _PAPER_WIDTH_UNIFORM = {0: 328, 1: 216, 2: 176, 3: 160, 4: 144}
 
 
 def original(preset: str, levels: int) -> Dict:
-    values: Dict = dict(narrow_above=0, out_kernel=3, flow_squeezed=0)
+    values: Dict = dict(narrow_above=0, out_kernel=3, flow_squeezed=0, phases=1)
     if preset == "paper":
         width = _PAPER_WIDTH_UNIFORM[min(levels, 4)]
         values.update(width=width, growth=width // 4)

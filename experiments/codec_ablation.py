@@ -28,6 +28,7 @@ VARIANTS = {
     "latent8": ("8 latent channels instead of 16", ["--set", "latent_channels=8"]),
     "ema": ("moving average of the weights, decay 0.99", ["--ema", "0.99"]),
     "narrow": ("networks narrowed above 8x8 (width and growth halve per doubling)", ["--set", "narrow_above=8"]),
+    "nophases": ("pixels independent given the level above (phases=1, the paper)", ["--set", "phases=1"]),
 }
 
 

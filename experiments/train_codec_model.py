@@ -42,12 +42,11 @@ sys.path.insert(0, ROOT)
 from selfvae import shipped  # noqa: E402
 from selfvae.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 
-#: The training settings of ``photo`` (arguments of ``python -m selfvae.train``).
-# one width at every resolution (narrow_above=0): the small preset as it was when this model's
-# training started; pinned so that the committed resume point still matches the recipe
+#: The training settings of ``photo`` (arguments of ``python -m selfvae.train``): the small preset
+#: with one width at every resolution and every level coded in 2x2 phases (``phases=4``).
 RECIPE = ["--transform", "downscale", "--levels", "3", "--preset", "small", "--set", "narrow_above=0",
-          "--augment", "flip",
-          "--steps", "8000", "--eval-every", "1000", "--checkpoint-every", "250", "--image-every", "2000",
+          "--set", "phases=4", "--augment", "flip",
+          "--steps", "4000", "--eval-every", "1000", "--checkpoint-every", "250", "--image-every", "2000",
           "--iw-images", "512", "--seed", "0"]
 
 MAX_BYTES = 20 * 1024 * 1024

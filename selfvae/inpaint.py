@@ -263,12 +263,12 @@ def sweep(model: SelfVAE, current: torch.Tensor, known: List[torch.Tensor], mask
     new: List[torch.Tensor] = list(observed)
     if from_u or K == 0:
         u = choose_latent(model.q_u(observed[K]), latents, 1.0, generator)
-        new[K] = decode_level(model.p_top(None, u), decode, temperature, generator)
+        new[K] = decode_level(model.p_top(None, u), decode, temperature, generator, known=known[K], missing=masks[K])
     new[K] = torch.where(masks[K], new[K], known[K])
     for k in range(K, 0, -1):
         z = choose_latent(model.q_z[k - 1](observed[k - 1]), latents, 1.0, generator)
         likelihood = model.p_y[k - 1](model.p_y[k - 1].condition(new[k]), z)
-        new[k - 1] = torch.where(masks[k - 1], decode_level(likelihood, decode, temperature, generator), known[k - 1])
+        new[k - 1] = decode_level(likelihood, decode, temperature, generator, known=known[k - 1], missing=masks[k - 1])
     return new
 
 

@@ -35,6 +35,7 @@ from transforms import LevelSpec, check_level
 from .cflow import ConditionalFlow, FlowGaussian
 from .config import ModelConfig
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture
+from .phases import PhasedMixture, PhaseRefiner
 from .nets import Branch, GaussianHead, LikelihoodHead, Shape, Widths, data_dependent_init, latent_size, to_unit
 from .prior import RealNVPPrior
 
@@ -126,6 +127,9 @@ class Decoder(nn.Module):
         params = DiscretizedLogisticMixture.num_params(out.channels, cfg.components)
         self.head = LikelihoodHead(branches * widths.channels(merge_size), merge_size, out.height, params, widths,
                                    out_kernel=cfg.out_kernel)
+        phased = cfg.phases == 4 and out.height % 2 == 0 and out.width % 2 == 0
+        self.refiner = PhaseRefiner(out.channels, params, widths.channels(out.height // 2),
+                                    offset=self.residual) if phased else None
 
     def condition(self, level: Optional[torch.Tensor]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """The parts that depend on ``y_k`` only: its features, and the mean offset (or None)."""
@@ -139,7 +143,7 @@ class Decoder(nn.Module):
         return self.level_branch(unit), offset
 
     def forward(self, condition: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]],
-                latent: torch.Tensor) -> DiscretizedLogisticMixture:
+                latent: torch.Tensor) -> Union[DiscretizedLogisticMixture, PhasedMixture]:
         features, offset = self.latent_branch(latent), None
         if condition is not None:
             features, offset = torch.cat([condition[0], features], dim=1), condition[1]
@@ -148,6 +152,9 @@ class Decoder(nn.Module):
         if offset is not None:  # means occupy channels M .. M + C*M, ordered (channel, component)
             logits, means, rest = params.split([M, C * M, params.shape[1] - M - C * M], dim=1)
             params = torch.cat([logits, means + offset.repeat_interleave(M, dim=1), rest], dim=1)
+        if self.refiner is not None:
+            return PhasedMixture(params, self.refiner, offset, channels=C, num_values=self.out.num_values,
+                                 components=M, min_log_scale=self.cfg.min_log_scale)
         return DiscretizedLogisticMixture(params, channels=C, num_values=self.out.num_values, components=M,
                                           min_log_scale=self.cfg.min_log_scale)
 

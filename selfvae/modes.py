@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture
+from .phases import PhasedMixture
 from .model import Inference, SelfVAE, Terms
+
+Likelihood = Union[DiscretizedLogisticMixture, PhasedMixture]
 
 Levels = List[Optional[torch.Tensor]]
 
@@ -51,14 +54,20 @@ class ModeResult:
 
 
 # --------------------------------------------------------------------------- the generative path
-def decode_level(dist: DiscretizedLogisticMixture, decode: str, temperature: float,
-                 generator: Optional[torch.Generator]) -> torch.Tensor:
-    """A level from its likelihood: the most likely value (``mode``) or a draw (``sample``)."""
-    if decode == "mode":
-        return dist.mode()
-    if decode == "sample":
-        return dist.sample(temperature=temperature, generator=generator)
-    raise ValueError(f"decode must be 'mode' or 'sample', got '{decode}'")
+def decode_level(dist: Likelihood, decode: str, temperature: float, generator: Optional[torch.Generator],
+                 known: Optional[torch.Tensor] = None, missing: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A level from its likelihood: the most likely value (``mode``) or a draw (``sample``). With
+    ``known`` (the level) and ``missing`` (bool, broadcastable), only the missing entries are decoded;
+    a phased likelihood (:mod:`selfvae.phases`) then conditions its later phases on the known pixels."""
+    if decode not in ("mode", "sample"):
+        raise ValueError(f"decode must be 'mode' or 'sample', got '{decode}'")
+    if isinstance(dist, PhasedMixture) and known is not None:
+        missing = missing.expand_as(known)
+        if decode == "mode":
+            return dist.mode(known=known, missing=missing)
+        return dist.sample(temperature=temperature, generator=generator, known=known, missing=missing)
+    value = dist.mode() if decode == "mode" else dist.sample(temperature=temperature, generator=generator)
+    return value if known is None else torch.where(missing, value, known)
 
 
 def choose_latent(dist: DiagonalGaussian, how: str, temperature: float,

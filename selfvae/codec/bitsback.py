@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from ..model import SelfVAE
+from ..phases import PHASES, PhasedMixture
 from .ans import Stack, grid_values, integer_table, seed_words
 from .container import CodecError
 
 Levels = List[Optional[torch.Tensor]]
+Likelihood = Union[DiscretizedLogisticMixture, PhasedMixture]
 
 
 # --------------------------------------------------------------------------- levels and latents
@@ -50,10 +52,9 @@ def _tile_rows(table: np.ndarray, tiles: int, keep: torch.Tensor) -> np.ndarray:
     return table.reshape(tiles, -1, table.shape[-1])[keep.numpy()].reshape(-1, table.shape[-1])
 
 
-def push_level(stack: Stack, dist: DiscretizedLogisticMixture, value: torch.Tensor,
+def _push_mixture(stack: Stack, dist: DiscretizedLogisticMixture, value: torch.Tensor,
                gray: Optional[torch.Tensor] = None) -> None:
-    """Push a level (integer ``(B, C, H, W)``) channel by channel, last channel first. Tiles marked in
-    ``gray`` (bool ``(B,)``; their channels are equal) send channel 0 alone: the decoder copies it."""
+    """Push integer ``(B, C, H, W)`` under one mixture channel by channel, last channel first."""
     B, C = value.shape[:2]
     for c in reversed(range(C)):
         keep = ~gray if c and gray is not None else None
@@ -66,9 +67,8 @@ def push_level(stack: Stack, dist: DiscretizedLogisticMixture, value: torch.Tens
             stack.push_values(value[:, c][keep], _tile_rows(table, B, keep))
 
 
-def pop_level(stack: Stack, dist: DiscretizedLogisticMixture, gray: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Pop a level channel by channel (channel 0 first): uint8 ``(B, C, H, W)``; tiles marked in
-    ``gray`` take channel 0 for every channel (see :func:`push_level`)."""
+def _pop_mixture(stack: Stack, dist: DiscretizedLogisticMixture, gray: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Pop ``(B, C, H, W)`` under one mixture channel by channel (channel 0 first): uint8."""
     B, C, H, W = dist.shape
     values: List[torch.Tensor] = []
     for c in range(C):
@@ -85,6 +85,30 @@ def pop_level(stack: Stack, dist: DiscretizedLogisticMixture, gray: Optional[tor
                 -1, H, W)
             values.append(channel)
     return torch.stack(values, dim=1).to(torch.uint8)
+
+
+def push_level(stack: Stack, dist: Likelihood, value: torch.Tensor, gray: Optional[torch.Tensor] = None) -> None:
+    """Push a level (integer ``(B, C, H, W)``) channel by channel, last channel first; a phased
+    likelihood (:mod:`selfvae.phases`) phase by phase, last phase first, each phase under its mixture
+    given the true earlier phases. Tiles marked in ``gray`` (bool ``(B,)``; their channels are equal)
+    send channel 0 alone: the decoder copies it."""
+    if not isinstance(dist, PhasedMixture):
+        _push_mixture(stack, dist, value, gray)
+        return
+    phases = dist.split(value.to(torch.uint8))
+    for step in reversed(range(len(phases))):
+        _push_mixture(stack, dist.phase(step, phases[:step]), phases[step], gray)
+
+
+def pop_level(stack: Stack, dist: Likelihood, gray: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Pop a level (the reverse of :func:`push_level`): uint8 ``(B, C, H, W)``; tiles marked in
+    ``gray`` take channel 0 for every channel."""
+    if not isinstance(dist, PhasedMixture):
+        return _pop_mixture(stack, dist, gray)
+    phases: List[torch.Tensor] = []
+    for step in range(PHASES):
+        phases.append(_pop_mixture(stack, dist.phase(step, phases), gray))
+    return dist.join(phases)
 
 
 def gray_masks(chunks: List[Levels], gray: List[torch.Tensor], lowest: int) -> Optional[List[torch.Tensor]]:
@@ -129,7 +153,7 @@ def prior_z(model: SelfVAE, k: int, y_k: torch.Tensor, parent: torch.Tensor) -> 
     return model.p_z[k - 1](model.p_z[k - 1].condition(y_k), parent)
 
 
-def likelihood(model: SelfVAE, k: int, y_k: torch.Tensor, z_k: torch.Tensor) -> DiscretizedLogisticMixture:
+def likelihood(model: SelfVAE, k: int, y_k: torch.Tensor, z_k: torch.Tensor) -> Likelihood:
     """``p(y_{k-1} | y_k, z_k)``."""
     return model.p_y[k - 1](model.p_y[k - 1].condition(y_k), z_k)
 
