@@ -67,7 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     m.add_argument("--modes", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the table of generation/reconstruction modes (default on)")
     m.add_argument("--mode-images", type=cli.positive_int, default=256, help="images used for the mode table (256)")
-    m.add_argument("--decode", default=None, choices=["mode", "sample"],
+    m.add_argument("--decode", default=None, choices=["mode", "mean", "sample"],
                    help="decoding of every level in the mode table (default: sample for the generation modes, "
                         "mode for the reconstructions)")
     m.add_argument("--timing-repeats", type=cli.nonnegative_int, default=5,

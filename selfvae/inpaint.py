@@ -291,8 +291,8 @@ def inpaint(model: SelfVAE, x: torch.Tensor, missing: torch.Tensor, iterations: 
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if decode not in ("mode", "sample"):
-        raise ValueError(f"decode must be 'mode' or 'sample', got '{decode}'")
+    if decode not in ("mode", "mean", "sample"):
+        raise ValueError(f"decode must be 'mode', 'mean' or 'sample', got '{decode}'")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got '{init}'")
     m = as_missing(missing, x)

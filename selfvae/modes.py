@@ -32,6 +32,8 @@ from .phases import PhasedMixture
 from .model import Inference, SelfVAE, Terms
 
 Likelihood = Union[DiscretizedLogisticMixture, PhasedMixture]
+#: how a level is decoded from its likelihood (:func:`decode_level`)
+DECODES = ("mode", "mean", "sample")
 
 Levels = List[Optional[torch.Tensor]]
 
@@ -56,17 +58,18 @@ class ModeResult:
 # --------------------------------------------------------------------------- the generative path
 def decode_level(dist: Likelihood, decode: str, temperature: float, generator: Optional[torch.Generator],
                  known: Optional[torch.Tensor] = None, missing: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A level from its likelihood: the most likely value (``mode``) or a draw (``sample``). With
-    ``known`` (the level) and ``missing`` (bool, broadcastable), only the missing entries are decoded;
-    a phased likelihood (:mod:`selfvae.phases`) then conditions its later phases on the known pixels."""
-    if decode not in ("mode", "sample"):
-        raise ValueError(f"decode must be 'mode' or 'sample', got '{decode}'")
+    """A level from its likelihood: the most likely value (``mode``), the rounded expected value
+    (``mean``) or a draw (``sample``). With ``known`` (the level) and ``missing`` (bool,
+    broadcastable), only the missing entries are decoded; a phased likelihood
+    (:mod:`selfvae.phases`) then conditions its later phases on the known pixels."""
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODES)}, got '{decode}'")
     if isinstance(dist, PhasedMixture) and known is not None:
         missing = missing.expand_as(known)
-        if decode == "mode":
-            return dist.mode(known=known, missing=missing)
-        return dist.sample(temperature=temperature, generator=generator, known=known, missing=missing)
-    value = dist.mode() if decode == "mode" else dist.sample(temperature=temperature, generator=generator)
+        if decode == "sample":
+            return dist.sample(temperature=temperature, generator=generator, known=known, missing=missing)
+        return getattr(dist, decode)(known=known, missing=missing)
+    value = dist.sample(temperature=temperature, generator=generator) if decode == "sample" else getattr(dist, decode)()
     return value if known is None else torch.where(missing, value, known)
 
 

@@ -180,3 +180,9 @@ class PhasedMixture:
         :meth:`~selfvae.distributions.DiscretizedLogisticMixture.mode` given the phases chosen
         before it. ``(B, C, H, W)`` uint8; ``known``/``missing`` as for :meth:`sample`."""
         return self._sequential(lambda d: d.mode(), known, missing)
+
+    def mean(self, known: Optional[torch.Tensor] = None, missing: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Phase by phase, each phase the mixture's rounded conditional expectation
+        (:meth:`~selfvae.distributions.DiscretizedLogisticMixture.mean`) given the phases chosen
+        before it. ``(B, C, H, W)`` uint8; ``known``/``missing`` as for :meth:`sample`."""
+        return self._sequential(lambda d: d.mean(), known, missing)

@@ -130,3 +130,20 @@ def test_filling_keeps_known_pixels_and_conditions_later_phases_on_them():
     assert torch.equal(dist.split(filled)[3], dist.phase(3, phases[:3]).mode())
     drawn = dist.sample(generator=torch.Generator().manual_seed(1), known=known, missing=torch.zeros_like(missing))
     assert torch.equal(drawn, known)
+
+
+def test_the_mean_decode_is_the_rounded_expectation_and_never_an_edge_bin_of_a_broad_pixel():
+    g = torch.Generator().manual_seed(4)
+    params = torch.randn(2, DLM.num_params(1, 3), 3, 3, generator=g, dtype=torch.float64)
+    params[:, 3 + 3:] += 3.0  # log-scales ~3: logistics much wider than [-1, 1]
+    dist = DLM(params, channels=1, num_values=256, components=3)
+    values = torch.arange(256).view(1, 256, 1, 1).expand(2, 256, 3, 3)
+    probs = torch.stack([torch.exp(dist.log_prob_pixels(values[:, v:v + 1])) for v in range(256)], dim=-1)
+    expected = (probs * torch.arange(256, dtype=torch.float64)).sum(-1).round()
+    assert torch.equal(dist.mean()[:, 0].double(), expected)
+    assert bool(((dist.mode() == 0) | (dist.mode() == 255)).all())  # broad: the argmax is an edge bin
+    assert bool(((dist.mean() > 0) & (dist.mean() < 255)).all())
+    phased = random_phased(3, 256, size=4, batch=2)
+    chosen = phased.split(phased.mean())
+    for s in range(4):
+        assert torch.equal(chosen[s], phased.phase(s, chosen[:s]).mean())
