@@ -113,6 +113,10 @@ class Decoder(nn.Module):
     mixture means are predicted as a residual on top of the condition, bilinearly upsampled
     to the output's size: the network starts from "x looks like its transform" instead of
     from grey, as super-resolution networks predict a residual over the upsampled input.
+
+    With ``cfg.phases == 4`` and an output of even size the likelihood is a
+    :class:`~selfvae.phases.PhasedMixture`: the same parameters, coded in 2x2 phases with the
+    corrections of :attr:`refiner`.
     """
 
     def __init__(self, latent: Shape, level: Optional[LevelSpec], out: LevelSpec, cfg: ModelConfig):

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .distributions import DiscretizedLogisticMixture
-from .nets import conv3x3
+from .nets import conv3x3, to_unit
 
 #: Coding order of the phases, as indices ``dy * 2 + dx`` (``pixel_unshuffle`` order).
 ORDER = (0, 3, 1, 2)
@@ -92,7 +92,7 @@ class PhasedMixture:
 
     def __init__(self, params: torch.Tensor, refiner: PhaseRefiner, offset: Optional[torch.Tensor], channels: int,
                  num_values: int, components: int, min_log_scale: float = -7.0):
-        B, _, H, W = params.shape
+        H, W = params.shape[-2:]
         if H % 2 or W % 2:
             raise ValueError(f"phases need an even level size, got {H}x{W}")
         self.params, self.refiner, self.offset = params, refiner, offset
@@ -109,7 +109,7 @@ class PhasedMixture:
                                           components=self.components, min_log_scale=self.min_log_scale)
 
     def _unit(self, value: torch.Tensor) -> torch.Tensor:
-        return value.to(self.params.dtype) * (2.0 / (self.num_values - 1)) - 1.0
+        return to_unit(value, self.num_values).to(self.params.dtype)
 
     def _phase_params(self, step: int, known: List[torch.Tensor]) -> torch.Tensor:
         params = phase_of(self.params, ORDER[step])
