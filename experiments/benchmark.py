@@ -137,7 +137,7 @@ _PAPER_WIDTH_UNIFORM = {0: 328, 1: 216, 2: 176, 3: 160, 4: 144}
 
 
 def original(preset: str, levels: int) -> Dict:
-    values: Dict = dict(narrow_above=0, out_kernel=3, flow_squeezed=0, phases=1)
+    values: Dict = dict(narrow_above=0, blocks_above=-1, out_kernel=3, flow_squeezed=0, phases=1)
     if preset == "paper":
         width = _PAPER_WIDTH_UNIFORM[min(levels, 4)]
         values.update(width=width, growth=width // 4)

@@ -48,11 +48,14 @@ def nats_to_bpd(log_prob, dims: int):
     no dimensions (paper §3, eq. 23)."""
     return -log_prob / (dims * math.log(2.0))
 Noise = Dict[str, torch.Tensor]
+#: What :meth:`Decoder.condition` returns: ``y_k``'s features, the mean offset (or None), and the
+#: phase refiner's teacher-forced corrections of a known output level as ``(target, corrections)`` (or None).
+DecoderCondition = Tuple[torch.Tensor, Optional[torch.Tensor], Optional[Tuple[torch.Tensor, torch.Tensor]]]
 
 
 def widths_of(cfg: ModelConfig) -> Widths:
     """The shape of every network: channels and growth at each spatial size, depth (:class:`selfvae.nets.Widths`)."""
-    return Widths(cfg.width, cfg.growth, cfg.narrow_above, cfg.dense_layers, cfg.blocks)
+    return Widths(cfg.width, cfg.growth, cfg.narrow_above, cfg.dense_layers, cfg.blocks, cfg.blocks_above)
 
 
 class Encoder(nn.Module):
@@ -135,8 +138,12 @@ class Decoder(nn.Module):
         self.refiner = PhaseRefiner(out.channels, params, widths.channels(out.height // 2),
                                     offset=self.residual) if phased else None
 
-    def condition(self, level: Optional[torch.Tensor]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
-        """The parts that depend on ``y_k`` only: its features, and the mean offset (or None)."""
+    def condition(self, level: Optional[torch.Tensor],
+                  target: Optional[torch.Tensor] = None) -> Optional[DecoderCondition]:
+        """The parts that depend on data only: ``y_k``'s features, the mean offset (or None) and,
+        given the output level ``target`` (integer ``(B, C, H, W)``) with phases, the refiner's
+        corrections for it (:meth:`PhaseRefiner.teacher_forced`), so that many latent samples
+        scoring the same ``target`` share them."""
         if self.level_branch is None:
             return None
         unit = to_unit(level, self.level.num_values)
@@ -144,13 +151,16 @@ class Decoder(nn.Module):
         if self.residual:
             offset = F.interpolate(unit, size=(self.out.height, self.out.width), mode="bilinear",
                                    align_corners=False) if unit.shape[-1] != self.out.width else unit
-        return self.level_branch(unit), offset
+        forced = None
+        if target is not None and self.refiner is not None:
+            forced = (target, self.refiner.teacher_forced(target, self.out.num_values, offset))
+        return self.level_branch(unit), offset, forced
 
-    def forward(self, condition: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]],
+    def forward(self, condition: Optional[DecoderCondition],
                 latent: torch.Tensor) -> Union[DiscretizedLogisticMixture, PhasedMixture]:
-        features, offset = self.latent_branch(latent), None
+        features, offset, forced = self.latent_branch(latent), None, None
         if condition is not None:
-            features, offset = torch.cat([condition[0], features], dim=1), condition[1]
+            features, offset, forced = torch.cat([condition[0], features], dim=1), condition[1], condition[2]
         params = self.head(features)
         C, M = self.out.channels, self.cfg.components
         if offset is not None:  # means occupy channels M .. M + C*M, ordered (channel, component)
@@ -158,7 +168,7 @@ class Decoder(nn.Module):
             params = torch.cat([logits, means + offset.repeat_interleave(M, dim=1), rest], dim=1)
         if self.refiner is not None:
             return PhasedMixture(params, self.refiner, offset, channels=C, num_values=self.out.num_values,
-                                 components=M, min_log_scale=self.cfg.min_log_scale)
+                                 components=M, min_log_scale=self.cfg.min_log_scale, forced=forced)
         return DiscretizedLogisticMixture(params, channels=C, num_values=self.out.num_values, components=M,
                                           min_log_scale=self.cfg.min_log_scale)
 
@@ -171,26 +181,40 @@ class Inference:
     lowest: the level the inference starts from (0: x; k: only the model at and above y_k, the
     entries below are None).
     prior_conditions[k-1]: ``y_k`` features of ``p(z_k | y_k, .)``; decoder_conditions[k-1]: ``y_k``
-    features and mean offset of ``p(y_{k-1} | y_k, z_k)`` (see :meth:`Decoder.condition`).
+    features, mean offset and (with phases) the refiner's corrections for ``y_{k-1}`` of
+    ``p(y_{k-1} | y_k, z_k)`` (see :meth:`Decoder.condition`).
     """
 
     levels: List[Optional[torch.Tensor]]
     q_u: DiagonalGaussian
     q_z: List[Optional[DiagonalGaussian]]
     prior_conditions: List[Optional[torch.Tensor]]
-    decoder_conditions: List[Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]]
+    decoder_conditions: List[Optional[DecoderCondition]]
     lowest: int = 0
 
     def repeat(self, times: int) -> "Inference":
-        """Each example repeated ``times`` times (``repeat_interleave`` order)."""
+        """Each example repeated ``times`` times (``repeat_interleave`` order). A tensor held in two
+        places (a level and the target of a decoder's corrections) is repeated once and stays shared;
+        the phase corrections themselves are not repeated (the likelihood broadcasts them)."""
+        done: Dict[int, torch.Tensor] = {}
+
         def rep(t):
             if t is None or isinstance(t, torch.Tensor):
-                return None if t is None else t.repeat_interleave(times, dim=0)
+                if t is not None and id(t) not in done:
+                    done[id(t)] = t.repeat_interleave(times, dim=0)
+                return None if t is None else done[id(t)]
             return tuple(rep(part) for part in t)
+
+        def rep_decoder(c):
+            if c is None:
+                return None
+            features, offset, forced = c
+            # the corrections stay per image: PhasedMixture broadcasts them over each image's samples
+            return rep(features), rep(offset), None if forced is None else (rep(forced[0]), forced[1])
 
         return Inference([rep(y) for y in self.levels], self.q_u.repeat(times),
                          [q.repeat(times) if q is not None else None for q in self.q_z],
-                         [rep(c) for c in self.prior_conditions], [rep(c) for c in self.decoder_conditions],
+                         [rep(c) for c in self.prior_conditions], [rep_decoder(c) for c in self.decoder_conditions],
                          self.lowest)
 
 
@@ -268,7 +292,7 @@ class SelfVAE(nn.Module):
             q_u=self.q_u(levels[K]),
             q_z=[None] * level + [self.q_z[k - 1](levels[k - 1]) for k in above],
             prior_conditions=[None] * level + [self.p_z[k - 1].condition(levels[k]) for k in above],
-            decoder_conditions=[None] * level + [self.p_y[k - 1].condition(levels[k]) for k in above],
+            decoder_conditions=[None] * level + [self.p_y[k - 1].condition(levels[k], levels[k - 1]) for k in above],
             lowest=level,
         )
 

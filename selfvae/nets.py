@@ -156,7 +156,8 @@ def _log2_ratio(size_in: int, size_out: int) -> int:
 
 class Widths:
     """The shape of every network: channels and DenseNet growth at each spatial size, and the
-    depth (``layers`` per DenseNet block, ``blocks`` per resolution).
+    depth (``layers`` per DenseNet block, ``blocks`` per resolution, ``blocks_above`` per
+    resolution above ``narrow_above``; negative: ``blocks``).
 
     ``narrow_above = 0``: one width (and growth) everywhere. Otherwise networks at sizes up to
     ``narrow_above`` have ``width`` channels and above it the width and growth halve with every
@@ -165,9 +166,11 @@ class Widths:
     Callable: ``widths(size) -> (channels, growth)``.
     """
 
-    def __init__(self, width: int, growth: int, narrow_above: int = 0, layers: int = 1, blocks: int = 1):
+    def __init__(self, width: int, growth: int, narrow_above: int = 0, layers: int = 1, blocks: int = 1,
+                 blocks_above: int = -1):
         self.width, self.growth, self.narrow_above = width, growth, narrow_above
         self.layers, self.blocks = layers, blocks
+        self.blocks_above = blocks if blocks_above < 0 else blocks_above
 
     def __call__(self, size: int) -> Tuple[int, int]:
         if not self.narrow_above or size <= self.narrow_above:
@@ -179,8 +182,9 @@ class Widths:
         return self(size)[0]
 
     def dense_blocks(self, size: int) -> List[nn.Module]:
-        """The ``blocks`` DenseNet blocks of one resolution."""
-        return [DenseBlock(*self(size), self.layers) for _ in range(self.blocks)]
+        """The DenseNet blocks of one resolution: ``blocks``, or ``blocks_above`` at the narrowed sizes."""
+        count = self.blocks_above if self.narrow_above and size > self.narrow_above else self.blocks
+        return [DenseBlock(*self(size), self.layers) for _ in range(count)]
 
 
 class Resample(nn.Sequential):

@@ -21,7 +21,7 @@ Phase tensors are ``(B, C, H/2, W/2)``; a level is ``(B, C, H, W)``, H and W eve
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -77,6 +77,21 @@ class PhaseRefiner(nn.Module):
             inputs = [k - offsets[i] for k, i in zip(known, ORDER)] + offsets
         return self.nets[step - 1](torch.cat(inputs, dim=1))
 
+    def teacher_forced(self, value: torch.Tensor, num_values: int, offset: Optional[torch.Tensor]) -> torch.Tensor:
+        """The corrections of every phase given the true earlier phases of the integer level ``value``
+        ``(B, C, H, W)``, put in place: ``(B, params, H, W)``, zero at the first phase. They depend on
+        the data only (the level and the offset from the level above), never on a latent: an
+        importance-weighted bound computes them once per image instead of once per sample
+        (:class:`PhasedMixture`'s ``forced``)."""
+        dtype = self.nets[0][-1].weight.dtype if offset is None else offset.dtype
+        known = [to_unit(phase_of(value, i), num_values).to(dtype) for i in ORDER]
+        corrections = [self(step, known[:step], offset) for step in range(1, PHASES)]
+        parts = [None] * PHASES
+        parts[ORDER[0]] = torch.zeros_like(corrections[0])
+        for index, correction in zip(ORDER[1:], corrections):
+            parts[index] = correction
+        return assemble(parts)
+
 
 class PhasedMixture:
     """A level's likelihood coded phase by phase (module docstring); the same interface as
@@ -88,14 +103,20 @@ class PhasedMixture:
         refiner: the :class:`PhaseRefiner` of the decoder.
         offset: the decoder's mean offset ``(B, C, H, W)`` in ``[-1, 1]`` units, or None.
         channels, num_values, components, min_log_scale: as for the mixture.
+        forced: optional ``(target, corrections)``: an integer level ``(B, C, H, W)`` and its
+            :meth:`PhaseRefiner.teacher_forced` corrections ``(B, P, H, W)``, precomputed (the
+            refiner sees data only); or the corrections of ``B / n`` images whose ``n`` samples
+            each are consecutive in ``target`` (``repeat_interleave`` order), broadcast over them.
+            The log-probability of ``target`` then reuses them; of any other value it computes its own.
     """
 
     def __init__(self, params: torch.Tensor, refiner: PhaseRefiner, offset: Optional[torch.Tensor], channels: int,
-                 num_values: int, components: int, min_log_scale: float = -7.0):
+                 num_values: int, components: int, min_log_scale: float = -7.0,
+                 forced: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
         H, W = params.shape[-2:]
         if H % 2 or W % 2:
             raise ValueError(f"phases need an even level size, got {H}x{W}")
-        self.params, self.refiner, self.offset = params, refiner, offset
+        self.params, self.refiner, self.offset, self.forced = params, refiner, offset, forced
         self.channels, self.num_values, self.components = channels, num_values, components
         self.min_log_scale = min_log_scale
 
@@ -138,11 +159,21 @@ class PhasedMixture:
     def teacher_forced(self, value: torch.Tensor) -> DiscretizedLogisticMixture:
         """One mixture over the whole level whose every phase is conditioned on the true earlier
         phases of ``value``: its ``log_prob(value)`` is the phased log-likelihood of ``value``."""
-        phases = self.split(value)
-        parts = [None] * PHASES
-        for step, index in enumerate(ORDER):
-            parts[index] = self._phase_params(step, phases[:step])
-        return self._mixture(assemble(parts))
+        corrections = None
+        if self.forced is not None:
+            target, precomputed = self.forced
+            if value is target or (value.shape == target.shape and value.dtype == target.dtype
+                                   and torch.equal(value, target.to(value.device))):
+                corrections = precomputed
+        if corrections is None:
+            corrections = self.refiner.teacher_forced(value, self.num_values, self.offset)
+        corrections = corrections.to(self.params.dtype)
+        B, n = corrections.shape[0], self.params.shape[0] // corrections.shape[0]
+        if n == 1:
+            return self._mixture(self.params + corrections)
+        # per-image corrections, each image's n samples next to each other (repeat_interleave order)
+        params = self.params.view(B, n, *self.params.shape[1:]) + corrections.unsqueeze(1)
+        return self._mixture(params.view(self.params.shape))
 
     def log_prob_pixels(self, value: torch.Tensor) -> torch.Tensor:
         """Per-pixel log-probability of integer ``(B, C, H, W)`` given the earlier phases: ``(B, H, W)`` nats."""

@@ -75,7 +75,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     d.add_argument("--validation-fraction", type=cli.open_fraction, default=None,
                    help="fraction of the training split held out for validation / best checkpoint (0.05)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--steps", type=cli.positive_int, default=None, help="training steps (2000 small, 20000 paper)")
+    o.add_argument("--steps", type=cli.positive_int, default=None, help="training steps (1500 small, 20000 paper)")
     o.add_argument("--batch-size", type=cli.positive_int, default=None, help="global batch size, split across DDP "
                                                                             "ranks (32)")
     o.add_argument("--lr", type=cli.positive_float, default=None, help="peak AdaMax learning rate (2e-3)")
@@ -132,6 +132,8 @@ def configs_from_args(args: argparse.Namespace, cuda: bool, stored: Optional[Dic
             raise cli.UserError(f"--resume: the checkpoint in {args.out} has another config ({listed})")
         return model_config, train_config
     preset = args.preset or ("paper" if cuda else "small")
+    if "precision" not in given and not cuda:  # bf16 autocast only pays on a GPU (--precision bf16 forces it)
+        given["precision"] = "fp32"
     train_config = make_train_config(preset, **given)
     return _model_config(args, cuda, train_config.image_size), train_config
 

@@ -33,6 +33,8 @@ def test_config_validation_and_presets():
     (3, {"narrow_above": -8}, "narrow_above must be an integer >= 0"),
     (3, {"out_kernel": 2}, "out_kernel must be 1, 3 or 5"),
     (3, {"flow_squeezed": -1}, "flow_squeezed must be an integer >= 0"),
+    (3, {"blocks_above": -2}, "blocks_above must be an integer >= 0, or -1"),
+    (3, {"blocks_above": 1.5}, "blocks_above must be an integer >= 0, or -1"),
     (-1, {}, "levels must be an integer >= 0"),
 ])
 def test_model_configs_that_cannot_work_are_refused_when_built(levels, overrides, message):

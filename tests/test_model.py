@@ -167,6 +167,30 @@ def test_every_network_has_the_width_of_its_resolution(narrow_above):
     assert (flops < 0.5 * 0.256e9 * 2) if narrow_above else (flops > 0.9 * 0.256e9 * 2)
 
 
+@pytest.mark.parametrize("blocks_above", [0, 1])
+def test_blocks_above_sets_the_depth_of_the_narrowed_resolutions(blocks_above):
+    """With ``narrow_above = 8`` and ``blocks = 2``: every network has two dense blocks at 8x8 and
+    below and ``blocks_above`` at 16x16 and 32x32 (0: only the resampling convs run there);
+    ``-1`` (the default, and every config written before the key) means ``blocks`` everywhere."""
+    def depth_per_size(model):
+        x = images(2, 32)
+        model.initialize(x)
+        seen = _dense_block_inputs(model, x)
+        return {size: sum(1 for _, s in seen if s == size) for size in (4, 8, 16, 32)}
+
+    common = dict(narrow_above=8, blocks=2, width=16, growth=8)
+    default = depth_per_size(build_model(make_config("small", "downscale", 1, **common)))
+    changed = depth_per_size(build_model(make_config("small", "downscale", 1, blocks_above=blocks_above, **common)))
+    assert default[16] > 0 and default[32] > 0
+    for size in (4, 8):
+        assert changed[size] == default[size]
+    for size in (16, 32):
+        assert changed[size] == default[size] * blocks_above // 2
+    old = {k: v for k, v in make_config("small", "downscale", 1, **common).to_dict().items() if k != "blocks_above"}
+    from selfvae.config import ModelConfig
+    assert ModelConfig.from_dict(old).blocks_above == -1
+
+
 def test_configs_saved_before_the_width_schedule_build_the_original_model():
     """A checkpoint's config written before ``narrow_above``, ``out_kernel`` and ``flow_squeezed``
     existed lacks those keys: it must rebuild the model it was trained as (one width, 3x3 output

@@ -147,3 +147,40 @@ def test_the_mean_decode_is_the_rounded_expectation_and_never_an_edge_bin_of_a_b
     chosen = phased.split(phased.mean())
     for s in range(4):
         assert torch.equal(chosen[s], phased.phase(s, chosen[:s]).mean())
+
+
+def test_corrections_computed_once_per_image_serve_only_their_own_level():
+    """The refiner sees data only, so an inference computes its corrections once per image
+    (``Decoder.condition(level, target)``) and every latent sample scoring that target reuses
+    them: the same log-likelihoods and importance weights as recomputing them per sample. A
+    different value is never scored with another level's corrections."""
+    cfg = ModelConfig(image_size=16, transform="downscale:2", width=8, growth=4, components=2, latent_channels=4,
+                      latent_size=4, flow_couplings=2, flow_hidden=8, phases=4)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    model.initialize(x)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for decoder in model.p_y:
+            for net in decoder.refiner.nets:
+                net[-1].weight.normal_(0.0, 0.05, generator=g)
+    model.eval()
+    with torch.no_grad():
+        inf = model.infer(x)
+        features, offset, forced = inf.decoder_conditions[0]
+        assert forced is not None and forced[0] is x and forced[1].shape == (3, DLM.num_params(3, 2), 16, 16)
+        z = inf.q_z[0].mean
+        reused = model.p_y[0](inf.decoder_conditions[0], z)
+        fresh = model.p_y[0]((features, offset, None), z)
+        assert torch.allclose(reused.log_prob(x), fresh.log_prob(x), rtol=1e-6, atol=1e-4)
+        other = x.flip(-1).contiguous()
+        assert torch.allclose(reused.log_prob(other), fresh.log_prob(other), rtol=1e-6, atol=1e-4)
+        assert not torch.allclose(fresh.log_prob(other), fresh._mixture(fresh.params + forced[1]).log_prob(other))
+
+        weights = model.log_weights(x, samples=5, chunk=2, seed=3)
+        plain = inf.__class__(inf.levels, inf.q_u, inf.q_z, inf.prior_conditions,
+                              [None if c is None else (c[0], c[1], None) for c in inf.decoder_conditions])
+        for s in range(5):
+            terms = model.terms_from(plain, model.sample_noise(3, s, 3, x.device))
+            assert torch.allclose(weights[:, s], sum(terms.values()), rtol=1e-6, atol=1e-3)

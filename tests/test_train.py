@@ -284,3 +284,17 @@ def test_ema_run_resumes_exactly_and_evaluates_the_average(tiny_cifar, tmp_path)
     # a run without --ema cannot resume one with it
     other = run_train(tmp_path / "resumed", tiny_cifar, "--ema", "0", "--resume")
     assert other.returncode == 2 and "ema" in other.stderr
+
+
+def test_the_paper_preset_trains_in_bf16_on_a_gpu_only_unless_asked():
+    """The paper preset's bf16 autocast is for GPUs: on a CPU without bf16 units it only slows
+    training, so ``--preset paper`` on a CPU trains in fp32 unless ``--precision bf16`` is given."""
+    from selfvae.train import configs_from_args, parse_args
+
+    def precision(argv, cuda):
+        return configs_from_args(parse_args(argv), cuda)[1].precision
+
+    assert precision(["--preset", "paper", "--levels", "0"], cuda=False) == "fp32"
+    assert precision(["--preset", "paper", "--levels", "0"], cuda=True) == "bf16"
+    assert precision(["--preset", "paper", "--levels", "0", "--precision", "bf16"], cuda=False) == "bf16"
+    assert precision(["--levels", "3"], cuda=False) == "fp32"
