@@ -1,5 +1,6 @@
 """The codec: exact lossless round trips (decoded in another process), previews, lossy operating
 points, the file format's checks, and >= 1,000 damaged files that each give a clear error."""
+import copy
 import os
 import struct
 import subprocess
@@ -269,6 +270,33 @@ def test_lossy_operating_points(models):
         assert sizes[level, True] > sizes[level, False]
 
 
+def test_lossy_files_decode_to_the_mean_or_the_mode_and_version_1_files_still_read(models):
+    """A lossy file records how its receiver reconstructs the levels below y_k (format version 2,
+    flag bit 2): the rounded expected value (the default) or the most likely value. Both decode
+    to exactly what the encoder reconstructed (the file's checksum) and differ from each other;
+    a version-1 file (written before the flag, always the mode) still decodes, and a version-1
+    file cannot claim the mean."""
+    from selfvae.codec import container
+
+    model = models[("downscale", 3)]
+    images = [smooth_images(1, 32, 32, seed=s)[0].numpy() for s in range(2)]
+    decoded = {}
+    for decode in ("mean", "mode"):
+        data = codec.encode(model, images, level=2, decode=decode)
+        header = container.read(data)[0]
+        assert header.decode == decode and data[4] == container.VERSION
+        decoded[decode] = codec.decode(model, data).images
+    assert any(not np.array_equal(a, b) for a, b in zip(decoded["mean"], decoded["mode"]))
+    header, stream, extra = container.read(codec.encode(model, images, level=2, decode="mode"))
+    old = container.write(header, stream, extra, version=1)
+    assert old[4] == 1
+    assert all(np.array_equal(a, b) for a, b in zip(codec.decode(model, old).images, decoded["mode"]))
+    with pytest.raises(codec.CodecError, match="version-2 lossy file"):
+        container.write(container.read(codec.encode(model, images, level=2))[0], stream, extra, version=1)
+    with pytest.raises(codec.CodecError, match="decode must be one of"):
+        codec.encode(model, images, level=2, decode="median")
+
+
 def test_lossy_needs_levels_and_a_level_in_range(models):
     with pytest.raises(codec.CodecError, match="plain VAE"):
         codec.encode(models[("downscale", 0)], smooth_images(1, 16, 16), level=1)
@@ -292,8 +320,8 @@ def test_another_model_a_future_version_and_garbage_are_named(models, sample_fil
     with pytest.raises(codec.CodecError, match="another model"):
         codec.decode(other, data)
     future = bytearray(data)
-    future[4] = 2
-    with pytest.raises(codec.CodecError, match="newer selfvae \\(format version 2\\)"):
+    future[4] = 3
+    with pytest.raises(codec.CodecError, match="newer selfvae \\(format version 3\\)"):
         codec.decode(model, bytes(future))
     with pytest.raises(codec.CodecError, match="not a selfvae compressed file"):
         codec.decode(model, b"\x89PNG\r\n\x1a\n" + data[8:])
@@ -366,3 +394,26 @@ def test_command_line_errors_are_one_line(models, sample_file, tmp_path):
     assert proc.returncode == 2 and "broken.png" in proc.stderr and not (tmp_path / "x.svae").exists()
     proc = run("selfvae.compress", broken, "-o", tmp_path / "x.svae", "--model", checkpoint, "--with-z")
     assert proc.returncode == 2 and "--level" in proc.stderr
+
+
+def test_a_config_key_added_later_leaves_the_fingerprint_of_older_models_alone(models):
+    """Files record the model's fingerprint (config + weights). ``blocks_above`` was added to the
+    config after files were written: at its default (the model those files were made with) it
+    must not change the fingerprint, or every such file would be refused as made by another
+    model. Any other value does change it."""
+    import hashlib
+    import json
+
+    from selfvae.codec.container import model_fingerprint
+
+    model = models[("downscale", 1)]
+    before = {k: v for k, v in model.config.to_dict().items() if k != "blocks_above"}  # the config as it was
+    h = hashlib.sha256(json.dumps(before, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    assert model.config.blocks_above == -1 and model_fingerprint(model) == h.digest()
+    changed = copy.deepcopy(model)
+    changed.config = model.config.replace(blocks_above=1)
+    assert model_fingerprint(changed) != model_fingerprint(model)

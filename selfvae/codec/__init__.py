@@ -97,9 +97,11 @@ def _gray_tiles(model: SelfVAE, shapes: Sequence[Tuple[int, int, int]]) -> torch
 @torch.no_grad()
 def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None, *, level: Optional[int] = None,
            with_z: bool = False, chunk: int = DEFAULT_CHUNK, latent_bits: int = DEFAULT_LATENT_BITS,
-           z_step_exponent: int = DEFAULT_Z_STEP, store_fallback: bool = True) -> bytes:
+           z_step_exponent: int = DEFAULT_Z_STEP, store_fallback: bool = True, decode: str = "mean") -> bytes:
     """Compress ``images`` with ``model``: lossless when ``level`` is None, else the lossy operating
-    point that sends ``y_level`` (and ``z_level..z_1`` with ``with_z``). Returns the file's bytes.
+    point that sends ``y_level`` (and ``z_level..z_1`` with ``with_z``), whose receiver reconstructs
+    the levels below ``y_level`` as their rounded expected values (``decode="mean"``) or most likely
+    values (``"mode"``). Returns the file's bytes.
     A lossless file whose code would be longer than the pixels themselves stores the pixels, unless
     ``store_fallback`` is False (to measure the model's own code)."""
     model = _cpu_model(model)
@@ -113,6 +115,8 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
     if level is not None and not 1 <= level <= K:
         raise CodecError(f"lossy level must be in 1..{K} for this {K}-level model, got {level}"
                          if K else "the plain VAE (K = 0) has no lossy operating points: it only codes losslessly")
+    if decode not in container.DECODES:
+        raise CodecError(f"decode must be one of {container.DECODES}, got {decode!r}")
     if not 1 <= chunk <= 4096 or not 2 <= latent_bits <= 16 or not -8 <= z_step_exponent <= 8:
         raise CodecError(f"chunk {chunk}, latent_bits {latent_bits} or z step 2^{z_step_exponent} out of range")
     tiles = _tiles(model, images)
@@ -127,7 +131,7 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
         level_sums[k] = tiles_checksum(torch.cat([lv[k] for lv in levels]))
     if level is not None:
         z_step = 2.0 ** z_step_exponent
-        results = [lossy.encode_chunk(model, lv, parent, level, with_z, z_step) for lv, parent in
+        results = [lossy.encode_chunk(model, lv, parent, level, with_z, z_step, decode) for lv, parent in
                    zip(levels, coded.parents)]
         if with_z:
             stack = Stack()
@@ -143,7 +147,8 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
         return container.write(header, raw, extra)
     header = Header("lossless" if level is None else "lossy", level or 0, with_z, fingerprint,
                     latent_bits, z_step_exponent, model.specs[0].height, chunk, coded.seed_words, coded.kept,
-                    [coded.preview_words.get(k, 0) for k in range(K + 1)], level_sums, entries, gray is not None)
+                    [coded.preview_words.get(k, 0) for k in range(K + 1)], level_sums, entries, gray is not None,
+                    decode if level is not None else "mode")
     return container.write(header, coded.words, extra)
 
 
@@ -219,7 +224,7 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
     else:
         stack = Stack(extra)
         z_step = 2.0 ** header.z_step_exponent
-        x = torch.cat([lossy.decode_chunk(model, stack, c[lowest], p, lowest, header.with_z, z_step)
+        x = torch.cat([lossy.decode_chunk(model, stack, c[lowest], p, lowest, header.with_z, z_step, header.decode)
                        for c, p in zip(chunks, parents)])
         _verify(stack.size == 0, "the z stream (it holds more data than the images need)")
     _verify(tiles_checksum(x) == header.level_checksums[0], "the decoded images")

@@ -1,18 +1,22 @@
 """The ``.svae`` file format: a checked header, then the coded streams.
 
-All integers little-endian. Version 1:
+All integers little-endian. Version 2 (version 1, written before lossy files could decode
+to the expected value, is read as version 2 with flag bit 2 clear):
 
 ======================  ======  ==========================================================
 field                   type    meaning
 ======================  ======  ==========================================================
 magic                   4 B     ``b"SVAE"``
-version                 u8      1
+version                 u8      2
 mode                    u8      0 lossless (bits-back over the hierarchy), 1 lossy, 2 stored
                                 (lossless, the raw pixels: written when the model would
                                 spend more than 8 bits per pixel value)
 level                   u8      lossy: the level k whose ``y_k`` is sent; lossless: 0
 flags                   u8      bit 0: lossy file also sends ``z_1..z_k``; bit 1: the tiles of
-                                gray images (channels 1 below) send one channel at every level
+                                gray images (channels 1 below) send one channel at every level;
+                                bit 2: a lossy file's levels below ``y_k`` are reconstructed as
+                                their rounded expected values (``mean``; clear: the most likely
+                                values, ``mode``)
 model fingerprint       32 B    SHA-256 of the model's config and weights
 latent_bits             u8      latents are coded on a grid of step ``2**-latent_bits``
 z_step_exponent         i8      lossy ``z`` is quantised with step ``2**z_step_exponent``
@@ -54,7 +58,9 @@ import numpy as np
 import torch
 
 MAGIC = b"SVAE"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+DECODES = ("mode", "mean")  # a lossy file's reconstruction of the levels below y_k (flag bit 2)
 MODES = {0: "lossless", 1: "lossy", 2: "stored"}
 MAX_IMAGES = 1 << 20
 MAX_SIDE = (1 << 16) - 1
@@ -62,6 +68,11 @@ MAX_PIXELS = 1 << 28
 MAX_NAME = 255
 MAX_LEVELS = 16
 MAX_WORDS = 1 << 28
+
+
+#: ModelConfig keys added since the format's fingerprints were defined, with the value that keeps
+#: the older model (left out of the fingerprint at that value).
+ADDED_CONFIG_KEYS = {"blocks_above": -1}
 
 
 class CodecError(ValueError):
@@ -94,11 +105,18 @@ class Header:
     level_checksums: List[bytes]
     images: List[ImageEntry] = field(default_factory=list)
     gray: bool = False  # tiles of gray images coded as one channel
+    decode: str = "mode"  # lossy: how the levels below y_k are reconstructed (DECODES)
 
 
 def model_fingerprint(model: torch.nn.Module) -> bytes:
-    """SHA-256 over the model's config (canonical JSON) and every tensor of its state dict."""
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    """SHA-256 over the model's config (canonical JSON) and every tensor of its state dict.
+
+    Config keys added after files were first written are left out while they hold the value that
+    builds the model those files were made with (:data:`ADDED_CONFIG_KEYS`), so a model's files
+    keep decoding when a release adds a key."""
+    config = {k: v for k, v in model.config.to_dict().items()
+              if k not in ADDED_CONFIG_KEYS or v != ADDED_CONFIG_KEYS[k]}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
@@ -116,12 +134,17 @@ def pixel_checksum(image: np.ndarray) -> bytes:
     return hashlib.sha256(str(image.shape).encode() + np.ascontiguousarray(image).tobytes()).digest()[:8]
 
 
-def write(header: Header, stream: np.ndarray, extra: np.ndarray) -> bytes:
-    """The file's bytes."""
+def write(header: Header, stream: np.ndarray, extra: np.ndarray, version: int = VERSION) -> bytes:
+    """The file's bytes (``version`` 1: the format older readers know, for files that decode the
+    same under both)."""
+    if version not in READABLE_VERSIONS or header.decode not in DECODES:
+        raise CodecError(f"cannot write format version {version} with decode '{header.decode}'")
+    if header.decode == "mean" and (version < 2 or header.mode != "lossy"):
+        raise CodecError("only a version-2 lossy file can decode its levels to their expected values")
     out = io.BytesIO()
     out.write(MAGIC)
-    out.write(struct.pack("<BBBB", VERSION, {v: k for k, v in MODES.items()}[header.mode], header.level,
-                          int(header.with_z) | int(header.gray) << 1))
+    out.write(struct.pack("<BBBB", version, {v: k for k, v in MODES.items()}[header.mode], header.level,
+                          int(header.with_z) | int(header.gray) << 1 | int(header.decode == "mean") << 2))
     out.write(header.fingerprint)
     out.write(struct.pack("<BbHHIIIB", header.latent_bits, header.z_step_exponent, header.tile, header.chunk,
                           header.seed_words, header.kept_seed_words, len(header.images), len(header.preview_words)))
@@ -166,12 +189,13 @@ def read(data: bytes):
     if r.take(4, "magic number") != MAGIC:
         raise CodecError("not a selfvae compressed file (no 'SVAE' magic number)")
     version, mode, level, flags = r.unpack("<BBBB", "header")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         newer = "a newer" if version > VERSION else "an unknown"
         raise CodecError(f"the file was written by {newer} selfvae (format version {version}); this one reads "
-                         f"version {VERSION}")
+                         f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     _check(mode in MODES, f"unknown mode {mode}")
-    _check(flags < 4, f"unknown flags {flags}")
+    _check(flags < (8 if version >= 2 else 4), f"unknown flags {flags}")
+    _check(not flags & 4 or mode == 1, f"flag 'mean' on a {MODES[mode]} file")
     fingerprint = r.take(32, "model fingerprint")
     latent_bits, z_exp, tile, chunk, seed, kept, n_images, n_levels = r.unpack("<BbHHIIIB", "header")
     _check(2 <= latent_bits <= 16, f"latent grid 2^-{latent_bits}")
@@ -212,5 +236,5 @@ def read(data: bytes):
         raise CodecError("corrupt data: the payload's CRC-32 does not match (the file is damaged)")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     header = Header(MODES[mode], level, bool(flags & 1), fingerprint, latent_bits, z_exp, tile, chunk, seed, kept,
-                    preview, level_checksums, images, bool(flags & 2))
+                    preview, level_checksums, images, bool(flags & 2), DECODES[bool(flags & 4)])
     return header, words[:stream_words], words[stream_words:]

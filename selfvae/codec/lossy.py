@@ -5,7 +5,9 @@ level k (bits-back, :mod:`.bitsback`, which also leaves the receiver the latent 
 it: ``z_{k+1}`` or ``u``), and optionally ``z_k, ..., z_1``. The receiver then goes down:
 
     for j = k..1:  z_j = received, or the mean of p(z_j | y_j^, h_j)
-                   y_{j-1}^ = the most likely value of p(y_{j-1} | y_j^, z_j)
+                   y_{j-1}^ = the rounded expected value of p(y_{j-1} | y_j^, z_j) (``decode="mean"``,
+                              what files are written with), or its most likely value (``"mode"``,
+                              the only choice of format version 1)
 
 Every sent ``z_j`` is the posterior mean ``E q(z_j | y_{j-1}*)`` (computed by the sender from
 the true level) rounded to a grid of step ``z_step``, and coded under the prior the receiver
@@ -27,20 +29,24 @@ from .bitsback import likelihood, prior_z
 ChooseZ = Callable[[int, object], torch.Tensor]
 
 
-def descend(model: SelfVAE, y_k: torch.Tensor, parent: torch.Tensor, level: int, choose_z: ChooseZ) -> torch.Tensor:
+def descend(model: SelfVAE, y_k: torch.Tensor, parent: torch.Tensor, level: int, choose_z: ChooseZ,
+            decode: str = "mean") -> torch.Tensor:
     """From the received ``y_k`` and ``h_k`` down to x^ (uint8 ``(B, C, H, W)``); ``choose_z(j, prior)``
-    gives ``z_j``."""
+    gives ``z_j``; ``decode``: ``"mean"`` or ``"mode"`` of each level's likelihood."""
+    if decode not in ("mean", "mode"):
+        raise ValueError(f"decode must be 'mean' or 'mode', got {decode!r}")
     y = y_k
     for j in range(level, 0, -1):
         z = choose_z(j, prior_z(model, j, y, parent))
-        y = likelihood(model, j, y, z).mode()
+        dist = likelihood(model, j, y, z)
+        y = dist.mean() if decode == "mean" else dist.mode()
         parent = z
     return y
 
 
 @torch.no_grad()
 def encode_chunk(model: SelfVAE, levels: List[torch.Tensor], parent: torch.Tensor, level: int, with_z: bool,
-                 z_step: float) -> Tuple[torch.Tensor, List[Tuple[np.ndarray, object]]]:
+                 z_step: float, decode: str = "mean") -> Tuple[torch.Tensor, List[Tuple[np.ndarray, object]]]:
     """The receiver's reconstruction of one chunk and, with ``with_z``, the ``z`` symbols to send with
     their priors, in the receiver's order (z_k first)."""
     sent: List[Tuple[np.ndarray, object]] = []
@@ -53,7 +59,7 @@ def encode_chunk(model: SelfVAE, levels: List[torch.Tensor], parent: torch.Tenso
         sent.append((symbols.reshape(-1).numpy().astype(np.int32), prior))
         return (symbols * z_step).float()
 
-    return descend(model, levels[level], parent, level, choose), sent
+    return descend(model, levels[level], parent, level, choose, decode), sent
 
 
 def push_z(stack: Stack, sent: List[List[Tuple[np.ndarray, object]]], z_step: float) -> None:
@@ -65,11 +71,11 @@ def push_z(stack: Stack, sent: List[List[Tuple[np.ndarray, object]]], z_step: fl
 
 @torch.no_grad()
 def decode_chunk(model: SelfVAE, stack: Stack, y_k: torch.Tensor, parent: torch.Tensor, level: int, with_z: bool,
-                 z_step: float) -> torch.Tensor:
+                 z_step: float, decode: str = "mean") -> torch.Tensor:
     def choose(j: int, prior) -> torch.Tensor:
         if not with_z:
             return prior.mean
         symbols = stack.pop_latent(prior.mean, prior.std, z_step)
         return torch.from_numpy(symbols.astype(np.float64) * z_step).float().reshape(prior.mean.shape)
 
-    return descend(model, y_k, parent, level, choose)
+    return descend(model, y_k, parent, level, choose, decode)
