@@ -74,9 +74,9 @@ def test_training_configs_that_cannot_work_are_refused(overrides, message):
 
 def test_train_presets_and_comparison():
     small, paper = make_train_config("small"), make_train_config("paper")
-    assert small.steps == 2000 and small.precision == "fp32"
+    assert small.steps == 1500 and small.precision == "fp32"
     assert paper.steps == 20000 and paper.precision == "bf16"
-    assert make_train_config("small", steps=None).steps == 2000  # None keeps the preset's value
+    assert make_train_config("small", steps=None).steps == 1500  # None keeps the preset's value
     assert small.difference(small.replace(lr=1e-3)) == {"lr": (2e-3, 1e-3)}
     assert TrainConfig.from_dict(small.to_dict()) == small
 
