@@ -37,7 +37,7 @@ def parse_args(argv: Optional[List[str]] = None):
     mode.add_argument("--level", type=cli.positive_int, default=None,
                       help="lossy: send y_k for this level k and reconstruct x from it")
     p.add_argument("--with-z", action="store_true", help="lossy: also send z_k..z_1 (sharper, more bytes)")
-    p.add_argument("--decode", choices=["mean", "mode"], default="mean",
+    p.add_argument("--decode", choices=codec.container.DECODES, default=None,
                    help="lossy: the receiver reconstructs each level below y_k as its rounded expected value "
                         "(mean, the default: sharper in PSNR) or its most likely value (mode)")
     p.add_argument("--chunk", type=cli.positive_int, default=codec.DEFAULT_CHUNK, help="tiles coded together (32)")
@@ -52,8 +52,9 @@ def parse_args(argv: Optional[List[str]] = None):
     args = p.parse_args(argv)
     if args.with_z and args.level is None:
         p.error("--with-z applies to a lossy file: give --level k")
-    if args.decode != "mean" and args.level is None:
+    if args.decode is not None and args.level is None:
         p.error("--decode applies to a lossy file: give --level k")
+    args.decode = args.decode or "mean"
     return args
 
 

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import cli, shipped
+from . import cli, modes, shipped
 from .checkpoint import load_model
 from .evaluation import (comparison_header, comparison_row, format_likelihood, format_mode_table, generated_images,
                          generation_time, likelihood, mode_table, parameter_efficiency, write_json)
@@ -67,7 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     m.add_argument("--modes", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the table of generation/reconstruction modes (default on)")
     m.add_argument("--mode-images", type=cli.positive_int, default=256, help="images used for the mode table (256)")
-    m.add_argument("--decode", default=None, choices=["mode", "mean", "sample"],
+    m.add_argument("--decode", default=None, choices=modes.DECODES,
                    help="decoding of every level in the mode table (default: sample for the generation modes, "
                         "mode for the reconstructions)")
     m.add_argument("--timing-repeats", type=cli.nonnegative_int, default=5,

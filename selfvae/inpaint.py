@@ -69,7 +69,7 @@ from transforms.imageio import center_crop_resize, read_image
 
 from .evaluation import evaluating
 from .model import SelfVAE
-from .modes import choose_latent, decode_level
+from .modes import DECODES, choose_latent, decode_level
 
 #: Sweeps of :func:`inpaint` unless told otherwise.
 DEFAULT_ITERATIONS = 10
@@ -291,7 +291,7 @@ def inpaint(model: SelfVAE, x: torch.Tensor, missing: torch.Tensor, iterations: 
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if decode not in ("mode", "mean", "sample"):
+    if decode not in DECODES:
         raise ValueError(f"decode must be 'mode', 'mean' or 'sample', got '{decode}'")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got '{init}'")

@@ -199,10 +199,12 @@ class Inference:
         done: Dict[int, torch.Tensor] = {}
 
         def rep(t):
-            if t is None or isinstance(t, torch.Tensor):
-                if t is not None and id(t) not in done:
+            if t is None:
+                return None
+            if isinstance(t, torch.Tensor):
+                if id(t) not in done:
                     done[id(t)] = t.repeat_interleave(times, dim=0)
-                return None if t is None else done[id(t)]
+                return done[id(t)]
             return tuple(rep(part) for part in t)
 
         def rep_decoder(c):

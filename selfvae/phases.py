@@ -83,7 +83,7 @@ class PhaseRefiner(nn.Module):
         the data only (the level and the offset from the level above), never on a latent: an
         importance-weighted bound computes them once per image instead of once per sample
         (:class:`PhasedMixture`'s ``forced``)."""
-        dtype = self.nets[0][-1].weight.dtype if offset is None else offset.dtype
+        dtype = self.nets[0][-1].weight.dtype
         known = [to_unit(phase_of(value, i), num_values).to(dtype) for i in ORDER]
         corrections = [self(step, known[:step], offset) for step in range(1, PHASES)]
         parts = [None] * PHASES
@@ -167,12 +167,9 @@ class PhasedMixture:
                 corrections = precomputed
         if corrections is None:
             corrections = self.refiner.teacher_forced(value, self.num_values, self.offset)
-        corrections = corrections.to(self.params.dtype)
-        B, n = corrections.shape[0], self.params.shape[0] // corrections.shape[0]
-        if n == 1:
-            return self._mixture(self.params + corrections)
-        # per-image corrections, each image's n samples next to each other (repeat_interleave order)
-        params = self.params.view(B, n, *self.params.shape[1:]) + corrections.unsqueeze(1)
+        # per-image corrections, each image's n >= 1 samples next to each other (repeat_interleave order)
+        B = corrections.shape[0]
+        params = self.params.view(B, -1, *self.params.shape[1:]) + corrections.to(self.params.dtype).unsqueeze(1)
         return self._mixture(params.view(self.params.shape))
 
     def log_prob_pixels(self, value: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="k for cond-generate/cond-reconstruct (default 1); superres: checked against the file size")
     p.add_argument("--temperature", type=cli.nonnegative_float, default=None,
                    help="temperature of the sampled latents and levels (default 1; interpolate, edit: 0)")
-    p.add_argument("--decode", default=None, choices=["mode", "mean", "sample"],
+    p.add_argument("--decode", default=None, choices=modes.DECODES,
                    help="decode every level by its most likely value, its rounded expected value or a draw (default depends on the mode)")
     p.add_argument("--samples", type=cli.positive_int, default=None,
                    help="draws per input for cond-generate/superres (default 4) and resample-z (default 8)")

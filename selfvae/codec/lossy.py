@@ -25,6 +25,7 @@ import torch
 from ..model import SelfVAE
 from .ans import Stack, grid_limit
 from .bitsback import likelihood, prior_z
+from .container import DECODES
 
 ChooseZ = Callable[[int, object], torch.Tensor]
 
@@ -33,13 +34,12 @@ def descend(model: SelfVAE, y_k: torch.Tensor, parent: torch.Tensor, level: int,
             decode: str = "mean") -> torch.Tensor:
     """From the received ``y_k`` and ``h_k`` down to x^ (uint8 ``(B, C, H, W)``); ``choose_z(j, prior)``
     gives ``z_j``; ``decode``: ``"mean"`` or ``"mode"`` of each level's likelihood."""
-    if decode not in ("mean", "mode"):
-        raise ValueError(f"decode must be 'mean' or 'mode', got {decode!r}")
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
     y = y_k
     for j in range(level, 0, -1):
         z = choose_z(j, prior_z(model, j, y, parent))
-        dist = likelihood(model, j, y, z)
-        y = dist.mean() if decode == "mean" else dist.mode()
+        y = getattr(likelihood(model, j, y, z), decode)()  # .mean() or .mode()
         parent = z
     return y
 
