@@ -30,8 +30,9 @@ from skimage import data  # noqa: E402
 from transforms import parse_chain  # noqa: E402
 
 CHAINS = ["downscale", "sketch", "bits:3", "gray", "blur", "lowpass:0.25", "lowpass:0.1",
-          "sketch,downscale:2", "bits:3,downscale", "bits:3,blur", "bits:3,lowpass:0.25", "downscale:2,blur"]
-NEEDS_EVEN = ("downscale",)
+          "sketch,downscale:2", "bits:3,downscale", "bits:3,blur", "bits:3,lowpass:0.25", "downscale:2,blur",
+          "subsample", "bits:3,subsample:2"]
+NEEDS_EVEN = ("downscale", "subsample")
 
 
 def photos():

@@ -35,7 +35,7 @@ from transforms import LevelSpec, check_level
 from .cflow import ConditionalFlow, FlowGaussian
 from .config import ModelConfig
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture
-from .phases import PhasedMixture, PhaseRefiner
+from .phases import ORDER, PhasedMixture, PhaseRefiner
 from .nets import Branch, GaussianHead, LikelihoodHead, Shape, Widths, data_dependent_init, latent_size, to_unit
 from .prior import RealNVPPrior
 
@@ -50,7 +50,8 @@ def nats_to_bpd(log_prob, dims: int):
 Noise = Dict[str, torch.Tensor]
 #: What :meth:`Decoder.condition` returns: ``y_k``'s features, the mean offset (or None), and the
 #: phase refiner's teacher-forced corrections of a known output level as ``(target, corrections)`` (or None).
-DecoderCondition = Tuple[torch.Tensor, Optional[torch.Tensor], Optional[Tuple[torch.Tensor, torch.Tensor]]]
+DecoderCondition = Tuple[torch.Tensor, Optional[torch.Tensor], Optional[Tuple[torch.Tensor, torch.Tensor]],
+                         Optional[torch.Tensor]]
 
 
 def widths_of(cfg: ModelConfig) -> Widths:
@@ -119,10 +120,13 @@ class Decoder(nn.Module):
 
     With ``cfg.phases == 4`` and an output of even size the likelihood is a
     :class:`~selfvae.phases.PhasedMixture`: the same parameters, coded in 2x2 phases with the
-    corrections of :attr:`refiner`.
+    corrections of :attr:`refiner`. When, besides, ``y_k`` is the output's first phase itself
+    (``kept_phase``, from the transform: ``subsample``), that phase is known and only the other
+    three are coded (:attr:`given_first`).
     """
 
-    def __init__(self, latent: Shape, level: Optional[LevelSpec], out: LevelSpec, cfg: ModelConfig):
+    def __init__(self, latent: Shape, level: Optional[LevelSpec], out: LevelSpec, cfg: ModelConfig,
+                 kept_phase: Optional[int] = None):
         super().__init__()
         self.level, self.out, self.cfg = level, out, cfg
         widths = widths_of(cfg)
@@ -137,13 +141,16 @@ class Decoder(nn.Module):
         phased = cfg.phases == 4 and out.height % 2 == 0 and out.width % 2 == 0
         self.refiner = PhaseRefiner(out.channels, params, widths.channels(out.height // 2),
                                     offset=self.residual) if phased else None
+        self.given_first = (phased and kept_phase == ORDER[0] and level.channels == out.channels
+                            and level.num_values == out.num_values)
 
     def condition(self, level: Optional[torch.Tensor],
                   target: Optional[torch.Tensor] = None) -> Optional[DecoderCondition]:
         """The parts that depend on data only: ``y_k``'s features, the mean offset (or None) and,
         given the output level ``target`` (integer ``(B, C, H, W)``) with phases, the refiner's
         corrections for it (:meth:`PhaseRefiner.teacher_forced`), so that many latent samples
-        scoring the same ``target`` share them."""
+        scoring the same ``target`` share them; and ``y_k`` itself when it is the output's known
+        first phase (:attr:`given_first`), else None."""
         if self.level_branch is None:
             return None
         unit = to_unit(level, self.level.num_values)
@@ -154,13 +161,13 @@ class Decoder(nn.Module):
         forced = None
         if target is not None and self.refiner is not None:
             forced = (target, self.refiner.teacher_forced(target, self.out.num_values, offset))
-        return self.level_branch(unit), offset, forced
+        return self.level_branch(unit), offset, forced, (level if self.given_first else None)
 
     def forward(self, condition: Optional[DecoderCondition],
                 latent: torch.Tensor) -> Union[DiscretizedLogisticMixture, PhasedMixture]:
-        features, offset, forced = self.latent_branch(latent), None, None
+        features, offset, forced, given = self.latent_branch(latent), None, None, None
         if condition is not None:
-            features, offset, forced = torch.cat([condition[0], features], dim=1), condition[1], condition[2]
+            features, offset, forced, given = torch.cat([condition[0], features], dim=1), *condition[1:]
         params = self.head(features)
         C, M = self.out.channels, self.cfg.components
         if offset is not None:  # means occupy channels M .. M + C*M, ordered (channel, component)
@@ -168,7 +175,7 @@ class Decoder(nn.Module):
             params = torch.cat([logits, means + offset.repeat_interleave(M, dim=1), rest], dim=1)
         if self.refiner is not None:
             return PhasedMixture(params, self.refiner, offset, channels=C, num_values=self.out.num_values,
-                                 components=M, min_log_scale=self.cfg.min_log_scale, forced=forced)
+                                 components=M, min_log_scale=self.cfg.min_log_scale, forced=forced, given=given)
         return DiscretizedLogisticMixture(params, channels=C, num_values=self.out.num_values, components=M,
                                           min_log_scale=self.cfg.min_log_scale)
 
@@ -210,9 +217,9 @@ class Inference:
         def rep_decoder(c):
             if c is None:
                 return None
-            features, offset, forced = c
+            features, offset, forced, given = c
             # the corrections stay per image: PhasedMixture broadcasts them over each image's samples
-            return rep(features), rep(offset), None if forced is None else (rep(forced[0]), forced[1])
+            return rep(features), rep(offset), None if forced is None else (rep(forced[0]), forced[1]), rep(given)
 
         return Inference([rep(y) for y in self.levels], self.q_u.repeat(times),
                          [q.repeat(times) if q is not None else None for q in self.q_z],
@@ -250,7 +257,8 @@ class SelfVAE(nn.Module):
         self.p_z = nn.ModuleList(
             ConditionalPrior(self.specs[k], self.u_shape if k == K else self.z_shapes[k], self.z_shapes[k - 1], config)
             for k in range(1, K + 1))
-        self.p_y = nn.ModuleList(Decoder(self.z_shapes[k - 1], self.specs[k], self.specs[k - 1], config)
+        self.p_y = nn.ModuleList(Decoder(self.z_shapes[k - 1], self.specs[k], self.specs[k - 1], config,
+                                         kept_phase=self.chain.transforms[k - 1].kept_phase)
                                  for k in range(1, K + 1))
 
     # ------------------------------------------------------------------ basics

@@ -17,6 +17,11 @@ likelihood stays exactly normalised and ``phases = 4`` adds ~2 % of the network'
 training all four phases are evaluated at once from the true pixels (teacher forcing): one
 mixture over the whole level. Sampling, the most likely value and the codec go phase by phase.
 
+When the transform that made the level above copies this level's first phase (``subsample``:
+``y_k = y_{k-1}[:, :, ::2, ::2]``, ``Transform.kept_phase``), that phase is *given*: it costs no
+bits, only the other three phases are coded, and a level whose first phase disagrees with the
+level above has probability zero (``PhasedMixture(given=...)``).
+
 Phase tensors are ``(B, C, H/2, W/2)``; a level is ``(B, C, H, W)``, H and W even.
 """
 from __future__ import annotations
@@ -108,15 +113,24 @@ class PhasedMixture:
             refiner sees data only); or the corrections of ``B / n`` images whose ``n`` samples
             each are consecutive in ``target`` (``repeat_interleave`` order), broadcast over them.
             The log-probability of ``target`` then reuses them; of any other value it computes its own.
+        given: optional integer ``(B, C, H/2, W/2)``: the first phase (``ORDER[0]``) known exactly, the
+            level above when its transform keeps that phase (``Transform.kept_phase``, e.g.
+            ``subsample``). It is then not coded: the log-probability of a value whose first phase
+            equals ``given`` is that of its other three phases, of any other value ``-inf``; the
+            coders start at :attr:`first_step`, and sampling and the decodes take it as it is.
     """
 
     def __init__(self, params: torch.Tensor, refiner: PhaseRefiner, offset: Optional[torch.Tensor], channels: int,
                  num_values: int, components: int, min_log_scale: float = -7.0,
-                 forced: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+                 forced: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, given: Optional[torch.Tensor] = None):
         H, W = params.shape[-2:]
         if H % 2 or W % 2:
             raise ValueError(f"phases need an even level size, got {H}x{W}")
+        if given is not None and tuple(given.shape) != (params.shape[0], channels, H // 2, W // 2):
+            raise ValueError(f"the known first phase must have shape {(params.shape[0], channels, H // 2, W // 2)}, "
+                             f"got {tuple(given.shape)}")
         self.params, self.refiner, self.offset, self.forced = params, refiner, offset, forced
+        self.given = given
         self.channels, self.num_values, self.components = channels, num_values, components
         self.min_log_scale = min_log_scale
 
@@ -124,6 +138,11 @@ class PhasedMixture:
     def shape(self) -> tuple:
         B, _, H, W = self.params.shape
         return (B, self.channels, H, W)
+
+    @property
+    def first_step(self) -> int:
+        """The first coded step: 1 when the first phase is :attr:`given`, else 0."""
+        return 0 if self.given is None else 1
 
     def _mixture(self, params: torch.Tensor) -> DiscretizedLogisticMixture:
         return DiscretizedLogisticMixture(params, channels=self.channels, num_values=self.num_values,
@@ -176,7 +195,19 @@ class PhasedMixture:
         """Per-pixel log-probability of integer ``(B, C, H, W)`` given the earlier phases: ``(B, H, W)`` nats."""
         if tuple(value.shape) != self.shape:
             raise ValueError(f"value must have shape {self.shape} (B, C, H, W), got {tuple(value.shape)}")
-        return self.teacher_forced(value).log_prob_pixels(value)
+        log_prob = self.teacher_forced(value).log_prob_pixels(value)
+        if self.given is None:
+            return log_prob
+        # the first phase is certain where it equals the known one, impossible elsewhere
+        first = ORDER[0]
+        agrees = (phase_of(value, first) == self.given.to(value.dtype)).all(dim=1)
+        agrees = agrees.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+        H, W = log_prob.shape[-2:]
+        is_first = torch.zeros(H, W, dtype=torch.bool, device=log_prob.device)
+        is_first[first // 2::2, first % 2::2] = True
+        known = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
+        impossible = torch.full((), float("-inf"), dtype=log_prob.dtype, device=log_prob.device)
+        return torch.where(is_first, torch.where(agrees, known, impossible), log_prob)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """Total log-probability of each image: integer ``(B, C, H, W)`` -> float ``(B,)`` nats."""
@@ -188,6 +219,9 @@ class PhasedMixture:
         phases: List[torch.Tensor] = []
         with torch.no_grad():
             for step, index in enumerate(ORDER):
+                if step < self.first_step:  # the known first phase, whatever is missing
+                    phases.append(self.given.to(torch.uint8))
+                    continue
                 value = draw(self.phase(step, phases))
                 if known is not None:  # known pixels stay, and later phases are conditioned on them
                     value = torch.where(phase_of(missing, index), value, phase_of(known, index).to(value.dtype))

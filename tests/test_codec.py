@@ -15,7 +15,7 @@ from PIL import Image
 
 from selfvae import codec
 from selfvae.checkpoint import save_checkpoint
-from selfvae.codec import ans, container, tiling
+from selfvae.codec import ans, bitsback, container, tiling
 from selfvae.config import make_config
 from selfvae.evaluation import elbo
 from selfvae.model import build_model
@@ -96,13 +96,14 @@ def test_integer_tables_are_exact_and_never_zero():
 
 
 # --------------------------------------------------------------------------- round trips
-MODELS = [("downscale", 0), ("downscale", 1), ("downscale", 3), ("bits:3", 1), ("sketch", 1), ("phased", 2)]
+MODELS = [("downscale", 0), ("downscale", 1), ("downscale", 3), ("bits:3", 1), ("sketch", 1), ("phased", 2),
+          ("subsample", 2)]
 
 
-def phased_model(steps=20, size=16):
-    """downscale:2 with ``phases=4``; its phase corrections pushed well away from zero (a short run
+def phased_model(steps=20, size=16, transform="downscale"):
+    """``transform:2`` with ``phases=4``; its phase corrections pushed well away from zero (a short run
     barely moves them) so that every phase's mixture really depends on the phases before it."""
-    model = tiny_model("downscale", 2, size=size, steps=steps, phases=4)
+    model = tiny_model(transform, 2, size=size, steps=steps, phases=4)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for decoder in [model.p_top, *model.p_y]:
@@ -113,7 +114,10 @@ def phased_model(steps=20, size=16):
 
 @pytest.fixture(scope="module")
 def models():
-    return {(t, k): phased_model() if t == "phased" else tiny_model(t, k, steps=10 + 5 * k) for t, k in MODELS}
+    made = {(t, k): tiny_model(t, k, steps=10 + 5 * k) for t, k in MODELS if t not in ("phased", "subsample")}
+    made[("phased", 2)] = phased_model()
+    made[("subsample", 2)] = phased_model(transform="subsample")
+    return made
 
 
 @pytest.mark.parametrize("transform,levels", MODELS, ids=[f"{t}-K{k}" for t, k in MODELS])
@@ -175,6 +179,34 @@ def test_phased_levels_round_trip_and_cost_what_the_elbo_says():
     stream_bpd = 32 * len(words) / patches.numel()
     model_bpd = elbo(model, patches, progress=False)["elbo_bpd"]
     assert 0.99 * model_bpd < stream_bpd < 1.04 * model_bpd, (stream_bpd, model_bpd)
+
+
+def test_a_level_copied_from_the_one_above_is_not_sent_and_the_file_costs_what_the_elbo_says():
+    """``subsample`` keeps the first 2x2 phase of the level below: the coder sends only the other three
+    phases of each phased level, and the stream still tracks the ELBO, whose x and y terms give those
+    pixels zero bits. A level whose first phase disagrees with the level above cannot be pushed."""
+    model = phased_model(steps=40, size=8, transform="subsample")
+    assert all(decoder.given_first for decoder in model.p_y)
+    patches = smooth_images(100, 8, 8, seed=6)
+    data = codec.encode(model, patches, store_fallback=False)
+    out = codec.decode(model, data)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(out.images, patches))
+    _, words, _ = container.read(data)
+    stream_bpd = 32 * len(words) / patches.numel()
+    model_bpd = elbo(model, patches, progress=False)["elbo_bpd"]
+    assert 0.99 * model_bpd < stream_bpd < 1.04 * model_bpd, (stream_bpd, model_bpd)
+    # the same model made to code all four phases sends more
+    for decoder in model.p_y:
+        decoder.given_first = False
+    assert len(container.read(codec.encode(model, patches, store_fallback=False))[1]) > len(words)
+    for decoder in model.p_y:
+        decoder.given_first = True
+    inference = model.infer(patches[:4])
+    likelihood = model.p_y[0](inference.decoder_conditions[0], inference.q_z[0].mean)
+    wrong = patches[:4].clone()
+    wrong[:, :, 0, 0] ^= 1
+    with pytest.raises(ValueError, match="first phase differs"):
+        bitsback.push_level(ans.Stack(), likelihood, wrong)
 
 
 def test_previews_are_the_exact_upper_levels_and_need_fewer_bytes(models):

@@ -11,7 +11,7 @@ from selfvae.model import build_model
 from selfvae.phases import ORDER, PhasedMixture, PhaseRefiner, assemble, phase_of
 
 
-def random_phased(channels, num_values, size=2, batch=1, components=2, offset=True, seed=0):
+def random_phased(channels, num_values, size=2, batch=1, components=2, offset=True, seed=0, given=None):
     g = torch.Generator().manual_seed(seed)
     P = DLM.num_params(channels, components)
     torch.manual_seed(seed)
@@ -23,7 +23,7 @@ def random_phased(channels, num_values, size=2, batch=1, components=2, offset=Tr
     params = torch.randn(batch, P, size, size, generator=g, dtype=torch.float64)
     off = torch.rand(batch, channels, size, size, generator=g, dtype=torch.float64) * 2 - 1 if offset else None
     return PhasedMixture(params, refiner.double(), off, channels=channels, num_values=num_values,
-                         components=components)
+                         components=components, given=given)
 
 
 def all_levels(channels, num_values, size=2):
@@ -34,8 +34,9 @@ def all_levels(channels, num_values, size=2):
 
 def expand(dist, batch):
     off = None if dist.offset is None else dist.offset.expand(batch, -1, -1, -1)
+    given = None if dist.given is None else dist.given.expand(batch, -1, -1, -1)
     return PhasedMixture(dist.params.expand(batch, -1, -1, -1), dist.refiner, off, dist.channels,
-                         dist.num_values, dist.components)
+                         dist.num_values, dist.components, given=given)
 
 
 def test_phases_split_and_assemble_invert_each_other():
@@ -168,11 +169,12 @@ def test_corrections_computed_once_per_image_serve_only_their_own_level():
     model.eval()
     with torch.no_grad():
         inf = model.infer(x)
-        features, offset, forced = inf.decoder_conditions[0]
+        features, offset, forced, given = inf.decoder_conditions[0]
+        assert given is None  # downscale keeps no phase
         assert forced is not None and forced[0] is x and forced[1].shape == (3, DLM.num_params(3, 2), 16, 16)
         z = inf.q_z[0].mean
         reused = model.p_y[0](inf.decoder_conditions[0], z)
-        fresh = model.p_y[0]((features, offset, None), z)
+        fresh = model.p_y[0]((features, offset, None, None), z)
         assert torch.allclose(reused.log_prob(x), fresh.log_prob(x), rtol=1e-6, atol=1e-4)
         other = x.flip(-1).contiguous()
         assert torch.allclose(reused.log_prob(other), fresh.log_prob(other), rtol=1e-6, atol=1e-4)
@@ -180,7 +182,55 @@ def test_corrections_computed_once_per_image_serve_only_their_own_level():
 
         weights = model.log_weights(x, samples=5, chunk=2, seed=3)
         plain = inf.__class__(inf.levels, inf.q_u, inf.q_z, inf.prior_conditions,
-                              [None if c is None else (c[0], c[1], None) for c in inf.decoder_conditions])
+                              [None if c is None else (c[0], c[1], None, c[3]) for c in inf.decoder_conditions])
         for s in range(5):
             terms = model.terms_from(plain, model.sample_noise(3, s, 3, x.device))
             assert torch.allclose(weights[:, s], sum(terms.values()), rtol=1e-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("channels,num_values", [(1, 4), (3, 2)])
+def test_a_known_first_phase_costs_nothing_and_the_rest_still_sums_to_one(channels, num_values):
+    """With the first phase given (the level above, when ``subsample`` made it) the likelihood puts all
+    its mass on levels with that first phase: it sums to one over them, is -inf elsewhere, equals the
+    other three phases' likelihood, and sampling and the decodes keep the given phase."""
+    given = torch.randint(0, num_values, (1, channels, 1, 1), generator=torch.Generator().manual_seed(2))
+    dist = random_phased(channels, num_values, given=given)
+    free = random_phased(channels, num_values)  # the same parameters, the first phase coded too
+    levels = all_levels(channels, num_values)
+    agrees = (levels[:, :, 0, 0] == given[:, :, 0, 0]).all(dim=1)
+    with torch.no_grad():
+        log_prob = expand(dist, len(levels)).log_prob(levels)
+        assert abs(float(torch.logsumexp(log_prob[agrees], dim=0))) < 1e-9
+        assert bool(torch.isneginf(log_prob[~agrees]).all())
+        phases = free.split(levels[agrees])
+        rest = expand(free, int(agrees.sum()))
+        three = sum(rest.phase(s, phases[:s]).log_prob(phases[s]) for s in range(1, 4))
+        assert torch.allclose(log_prob[agrees], three, atol=1e-9)
+    assert dist.first_step == 1 and free.first_step == 0
+    big = random_phased(3, 256, size=4, batch=2, given=torch.randint(0, 256, (2, 3, 2, 2), dtype=torch.uint8))
+    for decoded in (big.sample(generator=torch.Generator().manual_seed(0)), big.mode(), big.mean()):
+        assert torch.equal(big.split(decoded)[0], big.given)
+    with pytest.raises(ValueError, match="known first phase must have shape"):
+        random_phased(1, 4, given=torch.zeros(1, 1, 2, 2, dtype=torch.long))
+
+
+def test_a_subsample_model_gives_its_copied_pixels_zero_bits_and_trains():
+    cfg = ModelConfig(image_size=16, transform="subsample:2", width=8, growth=4, components=2, latent_channels=4,
+                      latent_size=4, flow_couplings=2, flow_hidden=8, phases=4)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert all(decoder.given_first for decoder in model.p_y) and not model.p_top.given_first
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    model.initialize(x)
+    inf = model.infer(x)
+    assert inf.decoder_conditions[0][3] is inf.levels[1]
+    likelihood = model.p_y[0](inf.decoder_conditions[0], inf.q_z[0].mean)
+    pixels = likelihood.log_prob_pixels(x)
+    assert bool((pixels[:, 0::2, 0::2] == 0).all()) and bool((pixels[:, 1::2, :] < 0).all())
+    bpd = model.bits_per_dim(model(x))["bpd"]
+    assert torch.isfinite(bpd)
+    bpd.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    # the same config with downscale codes all four phases
+    other = build_model(ModelConfig(**{**cfg.to_dict(), "transform": "downscale:2"}))
+    assert not any(decoder.given_first for decoder in other.p_y)

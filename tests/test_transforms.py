@@ -42,8 +42,10 @@ TOLERANCE = {
     "bits:3,lowpass:0.25": (1.0, 0),
     "bits:3,gray": (1.0, 0),
     "downscale,blur,bits:2": (1.0, 0),
+    "subsample": (1.0, 0),
+    "bits:3,subsample:2": (1.0, 0),
 }
-SINGLE = ["downscale", "sketch", "bits:3", "bits:1", "gray", "blur", "lowpass:0.25", "lowpass:1"]
+SINGLE = ["downscale", "sketch", "bits:3", "bits:1", "gray", "blur", "lowpass:0.25", "lowpass:1", "subsample"]
 ALL_CHAINS = sorted(TOLERANCE)
 
 
@@ -104,7 +106,7 @@ def test_output_matches_declared_spec(text, crops64):
     assert int(y.max()) <= spec.num_values - 1
     expected = {"downscale": (3, 32, 32, 256), "sketch": (1, 64, 64, 256), "bits:3": (3, 64, 64, 8),
                 "bits:1": (3, 64, 64, 2), "gray": (1, 64, 64, 256), "blur": (3, 64, 64, 256),
-                "lowpass:0.25": (3, 64, 64, 256), "lowpass:1": (3, 64, 64, 256)}[text]
+                "lowpass:0.25": (3, 64, 64, 256), "lowpass:1": (3, 64, 64, 256), "subsample": (3, 32, 32, 256)}[text]
     assert (spec.channels, spec.height, spec.width, spec.num_values) == expected
     # the output really is 256-valued (or 2^n-valued), not collapsed onto a few levels
     distinct = torch.unique(y).numel()
@@ -152,6 +154,17 @@ def test_batch_independence(text, crops32):
     assert torch.equal(batched, singles)
 
 
+def test_subsample_keeps_the_first_phase_and_only_it_declares_one(crops32):
+    """``subsample`` is the pixels (2i, 2j) of its input, the phase its ``kept_phase`` names; no
+    other transform claims to copy a phase (a phased likelihood would then skip coding it)."""
+    x = torch.from_numpy(crops32)
+    t = parse_chain("subsample").transforms[0]
+    assert t.kept_phase == 0 and torch.equal(t(x), x[:, :, 0::2, 0::2])
+    for name in available():
+        if name != "subsample":
+            assert base._REGISTRY[name].kept_phase is None, name
+
+
 def test_transform_call_checks_input_and_output(crops32):
     x = torch.from_numpy(crops32)
     t = parse_chain("downscale").transforms[0]
@@ -166,8 +179,8 @@ def test_agreement_with_opencv(text, size, crops64, crops32, crops_odd):
     batch = {"64": crops64, "32": crops32, "odd": crops_odd}[size]
     chain = parse_chain(text)
     if not _accepts(chain, batch):
-        assert size == "odd" and "downscale" in text
-        pytest.skip("downscale needs even sizes")
+        assert size == "odd" and ("downscale" in text or "subsample" in text)
+        pytest.skip("downscale and subsample need even sizes")
     min_exact, max_diff = TOLERANCE[text]
     ours = [y.numpy() for y in chain(torch.from_numpy(batch))]
     for i, img in enumerate(batch):
@@ -210,7 +223,7 @@ def test_gpu_matches_cpu(text, crops64):
 # ----------------------------------------------------------------------------- chain parser
 
 def test_registry_lists_the_transforms():
-    assert set(available()) >= {"bits", "blur", "downscale", "gray", "lowpass", "sketch"}
+    assert set(available()) >= {"bits", "blur", "downscale", "gray", "lowpass", "sketch", "subsample"}
 
 
 def test_parse_counts_and_arguments():
@@ -277,7 +290,7 @@ def test_new_transform_can_be_registered_from_outside(monkeypatch):
 # ----------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("text, message", [
-    ("foo", r"unknown transform 'foo'.*known transforms: bits, blur, downscale, gray, lowpass, sketch"),
+    ("foo", r"unknown transform 'foo'.*known transforms: bits, blur, downscale, gray, lowpass, sketch, subsample"),
     ("downscale,foo:2", r"unknown transform 'foo'"),
     ("downscale:x", r"malformed chain 'downscale:x'.*positive integer"),
     ("downscale:0", r"positive integer"),

@@ -11,7 +11,7 @@ from .base import (Chain, LevelSpec, Transform, TransformError, available, check
                    register, spec_of)
 
 # One import per transform file; importing registers it.
-from . import bits, blur, downscale, gray, lowpass, sketch  # noqa: F401,E402
+from . import bits, blur, downscale, gray, lowpass, sketch, subsample  # noqa: F401,E402
 
 __all__ = ["Chain", "LevelSpec", "Transform", "TransformError", "available", "check_level",
            "parse_chain", "register", "spec_of"]

@@ -65,11 +65,17 @@ class Transform:
     after ``':'`` to ``__init__`` (``bits:3``) instead of reading it as a repeat count;
     such a transform raises :class:`TransformError` when the argument is missing or
     malformed.
+
+    ``kept_phase``: for a transform whose output is exactly one 2x2 phase of its input
+    (``out == y[:, :, dy::2, dx::2]``, same values), that phase's index ``dy * 2 + dx``; else
+    None. A phased likelihood (``selfvae.phases``) then knows that phase of the level below
+    from the level above and codes only the other three.
     """
 
     name: str = ""
     repeatable: bool = True
     takes_argument: bool = False
+    kept_phase: Optional[int] = None
 
     def __init__(self, arg: Optional[str] = None):
         if arg is not None:

@@ -91,12 +91,16 @@ def push_level(stack: Stack, dist: Likelihood, value: torch.Tensor, gray: Option
     """Push a level (integer ``(B, C, H, W)``) channel by channel, last channel first; a phased
     likelihood (:mod:`selfvae.phases`) phase by phase, last phase first, each phase under its mixture
     given the true earlier phases. Tiles marked in ``gray`` (bool ``(B,)``; their channels are equal)
-    send channel 0 alone: the decoder copies it."""
+    send channel 0 alone: the decoder copies it. A first phase known from the level above
+    (:attr:`PhasedMixture.given`) is not sent."""
     if not isinstance(dist, PhasedMixture):
         _push_mixture(stack, dist, value, gray)
         return
     phases = dist.split(value.to(torch.uint8))
-    for step in reversed(range(len(phases))):
+    if dist.given is not None and not torch.equal(phases[0], dist.given.to(torch.uint8)):
+        raise ValueError("the level's first phase differs from the level above, which its transform copies: "
+                         "the level has probability zero")
+    for step in reversed(range(dist.first_step, len(phases))):
         _push_mixture(stack, dist.phase(step, phases[:step]), phases[step], gray)
 
 
@@ -105,8 +109,8 @@ def pop_level(stack: Stack, dist: Likelihood, gray: Optional[torch.Tensor] = Non
     ``gray`` take channel 0 for every channel."""
     if not isinstance(dist, PhasedMixture):
         return _pop_mixture(stack, dist, gray)
-    phases: List[torch.Tensor] = []
-    for step in range(PHASES):
+    phases: List[torch.Tensor] = [] if dist.given is None else [dist.given.to(torch.uint8)]
+    for step in range(dist.first_step, PHASES):
         phases.append(_pop_mixture(stack, dist.phase(step, phases), gray))
     return dist.join(phases)
 
