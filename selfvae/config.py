@@ -265,6 +265,9 @@ class TrainConfig(_Config):
     log_every, eval_every, checkpoint_every, image_every: intervals in steps.
     iw_samples, iw_images: the final test evaluation's importance samples per image (0: no IW
         bound) and the number of test images it uses, spread over the split (None: all).
+    init_from: a checkpoint file or shipped model name whose weights (its averaged ones when it
+        has them) start the run instead of the data-dependent initialisation; its model config is
+        the run's. Optimiser, schedule and step start afresh (None: a new model).
     """
 
     dataset: str = "default"
@@ -289,6 +292,7 @@ class TrainConfig(_Config):
     image_every: int = 1000
     iw_samples: int = 32
     iw_images: Optional[int] = None
+    init_from: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check_ints(self, ["image_size", "steps", "batch_size", "max_bad_steps", "log_every", "eval_every",

@@ -37,9 +37,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import cli, modes
+from . import cli, modes, shipped
 from .augment import augment
-from .checkpoint import read_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import (AUGMENTATIONS, PRECISIONS, SCHEDULES, ModelConfig, TrainConfig, make_config,
                      make_train_config, parse_overrides, MODEL_PRESETS)
 from .datasets import Splits, load_splits, split_changes
@@ -105,6 +105,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     g.add_argument("--out", default=None, help="output folder (default runs/<dataset><size>-<chain>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from latest.pt")
+    g.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start a new run from the weights of a checkpoint or shipped model (its model config; "
+                        "fresh optimiser, schedule and step count)")
     g.add_argument("--threads", type=cli.positive_int, default=None, help="torch CPU threads")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p.parse_args(argv)
@@ -113,12 +116,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 TRAIN_OPTIONS = [f.replace("-", "_") for f in (
     "dataset", "data-root", "image-size", "validation-fraction", "augment", "steps", "batch-size", "lr", "lr-min",
     "warmup", "schedule", "clip", "max-bad-steps", "ema", "precision", "seed", "log-every", "eval-every",
-    "checkpoint-every", "image-every", "iw-samples", "iw-images")]
+    "checkpoint-every", "image-every", "iw-samples", "iw-images", "init-from")]
 
 
-def configs_from_args(args: argparse.Namespace, cuda: bool, stored: Optional[Dict[str, Any]] = None):
+def configs_from_args(args: argparse.Namespace, cuda: bool, stored: Optional[Dict[str, Any]] = None,
+                      initial: Optional[ModelConfig] = None):
     """The model and training configs of this run: from presets and the options given, or, when
-    resuming, from the checkpoint's ``stored`` state with the options given checked against it."""
+    resuming, from the checkpoint's ``stored`` state with the options given checked against it.
+    ``initial``: the model config of ``--init-from``'s weights, the run's model config (model
+    options given as well must agree with it)."""
     given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
     model_given = args.transform is not None or args.levels is not None or args.preset or args.overrides
     if stored is not None:
@@ -134,8 +140,17 @@ def configs_from_args(args: argparse.Namespace, cuda: bool, stored: Optional[Dic
     preset = args.preset or ("paper" if cuda else "small")
     if "precision" not in given and not cuda:  # bf16 autocast only pays on a GPU (--precision bf16 forces it)
         given["precision"] = "fp32"
+    if initial is not None:
+        given.setdefault("image_size", initial.image_size)
     train_config = make_train_config(preset, **given)
-    return _model_config(args, cuda, train_config.image_size), train_config
+    if initial is None:
+        return _model_config(args, cuda, train_config.image_size), train_config
+    if model_given or train_config.image_size != initial.image_size:
+        differences = initial.difference(_model_config(args, cuda, train_config.image_size))
+        if differences:
+            listed = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differences.items())
+            raise cli.UserError(f"--init-from {args.init_from}: its model has another config ({listed})")
+    return initial, train_config
 
 
 def _model_config(args: argparse.Namespace, cuda: bool, image_size: int) -> ModelConfig:
@@ -265,7 +280,13 @@ def set_up(args: argparse.Namespace) -> Run:
         if args.out is None:
             raise cli.UserError("--resume needs --out, the folder of the run to continue")
         stored = read_checkpoint(os.path.join(args.out, "latest.pt"))
-    model_config, config = configs_from_args(args, cuda, stored)
+    source = None
+    if stored is None and args.init_from is not None:
+        try:
+            source, _ = shipped.load(args.init_from)
+        except CheckpointError as e:
+            raise cli.UserError(f"--init-from: {e}") from None
+    model_config, config = configs_from_args(args, cuda, stored, None if source is None else source.config)
     out = os.path.abspath(args.out or default_out(config, model_config))
     check_out_folder(out, args.resume)
     ddp = Distributed(device)
@@ -299,9 +320,11 @@ def set_up(args: argparse.Namespace) -> Run:
     if stored is not None:
         restore(run, stored)
     else:
-        # Data-dependent init on the first global batch: identical on every rank.
-        first = train_images[batch_indices(0, len(train_images), config.batch_size, config.seed).to(device)]
-        model.initialize(first.to(device))
+        if source is not None:
+            model.load_state_dict(source.state_dict())
+        else:  # data-dependent init on the first global batch: identical on every rank
+            first = train_images[batch_indices(0, len(train_images), config.batch_size, config.seed).to(device)]
+            model.initialize(first.to(device))
         torch.manual_seed(config.seed * 1000 + ddp.rank)
         if config.ema:
             run.ema = WeightAverage(model, config.ema)

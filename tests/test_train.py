@@ -298,3 +298,25 @@ def test_the_paper_preset_trains_in_bf16_on_a_gpu_only_unless_asked():
     assert precision(["--preset", "paper", "--levels", "0"], cuda=True) == "bf16"
     assert precision(["--preset", "paper", "--levels", "0", "--precision", "bf16"], cuda=False) == "bf16"
     assert precision(["--levels", "3"], cuda=False) == "fp32"
+
+
+def test_a_run_started_from_another_runs_weights_starts_exactly_there(tiny_cifar, tmp_path):
+    """``--init-from``: a new run (step 0, its own schedule) whose model is the source's, weights and
+    config; model options that disagree with the source are named; a missing source is refused."""
+    first = tmp_path / "first"
+    assert run_train(first, tiny_cifar, steps=3).returncode == 0
+    source = weights(first)
+    run = train.set_up(train.parse_args(train_args(tmp_path / "second", tiny_cifar, "--init-from",
+                                                   str(first / "latest.pt"), steps=4)))
+    assert run.config.init_from == str(first / "latest.pt") and run.config.steps == 4
+    state = run.model.state_dict()
+    assert state.keys() == source.keys() and all(torch.equal(state[k], source[k]) for k in source)
+    with pytest.raises(train.cli.UserError, match="its model has another config.*width"):
+        train.set_up(train.parse_args(train_args(tmp_path / "third", tiny_cifar, "--init-from",
+                                                 str(first / "latest.pt"), "--set", "width=16")))
+    with pytest.raises(train.cli.UserError, match="--init-from.*does not exist"):
+        train.set_up(train.parse_args(train_args(tmp_path / "fourth", tiny_cifar, "--init-from",
+                                                 str(tmp_path / "none.pt"))))
+    continued = run_train(tmp_path / "fifth", tiny_cifar, "--init-from", str(first / "latest.pt"), steps=2)
+    assert continued.returncode == 0, continued.stderr
+    assert read_checkpoint(str(tmp_path / "fifth" / "latest.pt"))["step"] == 2
