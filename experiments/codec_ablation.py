@@ -19,9 +19,11 @@ from common import trained, write_report
 
 #: name -> (what changes, extra arguments of selfvae.train); "recipe" is the baseline.
 VARIANTS = {
-    "recipe": ("the recipe: small preset, downscale:3, flips", []),
+    "recipe": ("the recipe: small preset, subsample:3, phases, flips", []),
+    "downscale": ("the paper's bicubic pyramid (downscale:3): every level's four phases coded",
+                  ["--transform", "downscale"]),
     "affine": ("augmentation: flips + small affine warps", ["--augment", "affine"]),
-    "levels4": ("four downscale levels (32 -> 16 -> 8 -> 4 -> 2)", ["--levels", "4"]),
+    "levels4": ("four levels (32 -> 16 -> 8 -> 4 -> 2)", ["--levels", "4"]),
     "width48": ("width 48, growth 24 (wider nets)", ["--set", "width=48", "--set", "growth=24"]),
     "components5": ("5 logistic mixture components instead of 10", ["--set", "components=5"]),
     "batch64": ("batch 64 (twice the images per step)", ["--batch-size", "64"]),
@@ -33,7 +35,7 @@ VARIANTS = {
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
-    base = ["--dataset", "photos", "--data-root", args.corpus, "--transform", "downscale", "--levels", "3",
+    base = ["--dataset", "photos", "--data-root", args.corpus, "--transform", "subsample", "--levels", "3",
             "--preset", "small", "--set", "narrow_above=0", "--augment", "flip", "--steps", str(args.steps),
             "--seed", str(args.seed),
             "--eval-every", str(args.steps), "--image-every", str(args.steps),

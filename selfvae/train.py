@@ -57,7 +57,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = cli.parser("python -m selfvae.train", __doc__)
     m = p.add_argument_group("model")
     m.add_argument("--transform", default=None,
-                   help="transform name or chain: downscale, sketch, bits:3, sketch,downscale:2 (default downscale)")
+                   help="transform name or chain: downscale, sketch, bits:3, subsample (lossless coding), "
+                        "sketch,downscale:2 (default downscale)")
     m.add_argument("--levels", type=cli.nonnegative_int, default=None,
                    help="K, number of levels; repeats a single transform (downscale + 3 = downscale:3); 0 = plain VAE")
     m.add_argument("--preset", default=None, choices=sorted(MODEL_PRESETS),
