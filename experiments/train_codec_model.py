@@ -3,25 +3,28 @@ and export it into the package.
 
     python experiments/train_codec_model.py                  # train (or continue) in runs/codec_photo
     python experiments/train_codec_model.py --export         # write selfvae/weights/photo.{pt,json}
-    python experiments/train_codec_model.py --save-resume    # copy latest.pt to checkpoints/codec_photo/
+    python experiments/train_codec_model.py --save-resume    # copy the run's state to checkpoints/codec_photo/
 
 Steps:
 
 1. The corpus (``experiments/build_corpus.py``: photographs from pinned Debian packages and PyPI
    wheels, whole photographs split into ``train/`` and ``heldout/``) is built in ``--corpus`` if
    it is not there; its SHA-256 is read from its ``manifest.json``.
-2. ``python -m selfvae.train --dataset photos --data-root CORPUS`` with the recipe's settings
-   (:data:`RECIPE`; 32x32 patches at the photographs' own resolution, training patches from the
-   training photographs only). A run that stops (killed, out of time) is continued with the
-   same command: it resumes from ``latest.pt`` with the configs stored there. When ``--out`` has
-   no ``latest.pt`` but ``--resume-from`` (default ``checkpoints/codec_photo/latest.pt``, the copy
-   committed to the repository by ``--save-resume``) exists, the run continues from that copy, so a
-   later session on another machine picks the training up where it stopped.
-   Wall time is added up over the invocations in ``OUT/wall_time.json``.
-3. ``--export`` writes the model (config and weights only, from ``latest.pt``) as
+2. The :data:`STAGES`, in order, each ``python -m selfvae.train --dataset photos --data-root CORPUS``
+   in ``OUT/<stage>`` (32x32 patches at the photographs' own resolution, training patches from
+   the training photographs only): ``base`` trains a new model, ``longer`` continues from its
+   weights (``--init-from``) with a fresh schedule. A stage is done when its ``eval.json`` is
+   for its last step. A run that stops (killed, out of time) is continued with the same command:
+   the stage in progress resumes from its ``latest.pt`` with the configs stored there. When
+   ``--out`` has nothing but ``--resume-from`` (default ``checkpoints/codec_photo/``, committed to
+   the repository by ``--save-resume``: the stage's ``latest.pt``, ``stage.json`` naming it, and
+   ``wall_time.json``) exists, the run continues from that copy, so a later session on another
+   machine picks the training up where it stopped. Wall time is added up over the invocations
+   and stages in ``OUT/wall_time.json``.
+3. ``--export`` writes the last stage's model (config and weights only, from its ``latest.pt``) as
    ``selfvae/weights/photo.pt`` and its record ``photo.json``: file SHA-256, model and training
-   configs, corpus SHA-256 and counts, steps done, wall time, and the held-out figures of
-   ``eval.json`` when the run finished. It refuses a model of more than 20 MB.
+   configs (of every stage), corpus SHA-256 and counts, steps done, wall time, and the held-out
+   figures of the stage's ``eval.json`` when it finished. It refuses a model of more than 20 MB.
 """
 from __future__ import annotations
 
@@ -42,12 +45,18 @@ sys.path.insert(0, ROOT)
 from selfvae import shipped  # noqa: E402
 from selfvae.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 
-#: The training settings of ``photo`` (arguments of ``python -m selfvae.train``): the small preset
-#: with one width at every resolution and every level coded in 2x2 phases (``phases=4``).
-RECIPE = ["--transform", "downscale", "--levels", "3", "--preset", "small", "--set", "narrow_above=0",
-          "--set", "phases=4", "--augment", "flip",
-          "--steps", "4000", "--eval-every", "1000", "--checkpoint-every", "250", "--image-every", "2000",
+#: The model of ``photo``: the small preset with one width at every resolution, the ``subsample``
+#: pyramid (each level is the first 2x2 phase of the one below) and every level coded in 2x2
+#: phases (``phases=4``), so that only the other three phases of each level are coded.
+MODEL = ["--transform", "subsample", "--levels", "3", "--preset", "small", "--set", "narrow_above=0",
+         "--set", "phases=4"]
+COMMON = ["--augment", "flip", "--eval-every", "1000", "--checkpoint-every", "250", "--image-every", "2000",
           "--iw-images", "512", "--seed", "0"]
+#: ``(name, arguments of python -m selfvae.train)``; ``{stage}`` is that stage's ``latest.pt``.
+STAGES = [
+    ("base", MODEL + COMMON + ["--steps", "4000"]),
+    ("longer", ["--init-from", "{base}", "--lr", "1e-3", "--steps", "4000"] + COMMON),
+]
 
 MAX_BYTES = 20 * 1024 * 1024
 
@@ -66,33 +75,76 @@ def ensure_corpus(corpus: str) -> None:
     subprocess.run([sys.executable, os.path.join(HERE, "build_corpus.py"), "--out", corpus], check=True)
 
 
+def stage_folder(out: str, name: str) -> str:
+    return os.path.join(out, name)
+
+
+def stage_done(folder: str) -> bool:
+    """The stage in ``folder`` ran to its last step and was evaluated there."""
+    latest, result = os.path.join(folder, "latest.pt"), os.path.join(folder, "eval.json")
+    if not (os.path.isfile(latest) and os.path.isfile(result)):
+        return False
+    state = read_checkpoint(latest)
+    with open(result, encoding="utf-8") as f:
+        return json.load(f).get("step") == state["step"] == state["train"]["steps"]
+
+
+def committed_stage(resume_from: str) -> str:
+    path = os.path.join(resume_from, "stage.json")
+    if not os.path.isfile(os.path.join(resume_from, "latest.pt")) or not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["stage"]
+
+
 def train(args: argparse.Namespace) -> None:
     ensure_corpus(args.corpus)
-    latest = os.path.join(args.out, "latest.pt")
-    if not os.path.isfile(latest) and os.path.isfile(args.resume_from):
-        os.makedirs(args.out, exist_ok=True)
-        shutil.copyfile(args.resume_from, latest)
-        wall = os.path.join(os.path.dirname(os.path.abspath(args.resume_from)), "wall_time.json")
+    names = [name for name, _ in STAGES]
+    started = [name for name in names if os.path.isfile(os.path.join(stage_folder(args.out, name), "latest.pt"))]
+    committed = committed_stage(args.resume_from)
+    if not started and committed:
+        if committed not in names:
+            raise SystemExit(f"{args.resume_from}: stage '{committed}' is not a stage of this recipe ({names})")
+        folder = stage_folder(args.out, committed)
+        os.makedirs(folder, exist_ok=True)
+        shutil.copyfile(os.path.join(args.resume_from, "latest.pt"), os.path.join(folder, "latest.pt"))
+        wall = os.path.join(args.resume_from, "wall_time.json")
         if os.path.isfile(wall):  # the wall time spent so far comes with it
             shutil.copyfile(wall, os.path.join(args.out, "wall_time.json"))
-        print(f"continuing from the committed checkpoint {args.resume_from}", flush=True)
-    resume = os.path.isfile(latest)
-    # paths relative to the repository, so that a committed checkpoint resumes in any clone
-    cmd = [sys.executable, "-m", "selfvae.train", "--dataset", "photos", "--data-root", _relative(args.corpus),
-           "--out", _relative(args.out)] + RECIPE + (["--resume"] if resume else [])
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    if args.no_progress:
-        cmd += ["--no-progress"]
-    print("running:", " ".join(cmd), flush=True)
-    start = time.time()
-    mark_running(args.out, start)
-    try:
-        code = subprocess.run(cmd, cwd=ROOT).returncode
-    finally:
-        add_wall_time(args.out, time.time() - start)
-    if code:
-        raise SystemExit(code)
+        print(f"continuing stage '{committed}' from the committed checkpoint in {args.resume_from}", flush=True)
+        started = [committed]
+    first = names.index(started[-1]) if started else 0
+    for name, options in STAGES[first:]:
+        folder = stage_folder(args.out, name)
+        if stage_done(folder):
+            continue
+        resume = os.path.isfile(os.path.join(folder, "latest.pt"))
+        options = [o.format(**{n: _relative(os.path.join(stage_folder(args.out, n), "latest.pt")) for n in names})
+                   for o in options]
+        # paths relative to the repository, so that a committed checkpoint resumes in any clone
+        cmd = [sys.executable, "-m", "selfvae.train", "--dataset", "photos", "--data-root", _relative(args.corpus),
+               "--out", _relative(folder)] + options + (["--resume"] if resume else [])
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        if args.no_progress:
+            cmd += ["--no-progress"]
+        print(f"stage '{name}':", " ".join(cmd), flush=True)
+        start = time.time()
+        mark_running(args.out, start)
+        try:
+            code = subprocess.run(cmd, cwd=ROOT).returncode
+        finally:
+            add_wall_time(args.out, time.time() - start)
+        if code:
+            raise SystemExit(code)
+
+
+def last_stage(out: str) -> str:
+    """The folder of the latest stage that has a checkpoint."""
+    for name, _ in reversed(STAGES):
+        if os.path.isfile(os.path.join(stage_folder(out, name), "latest.pt")):
+            return stage_folder(out, name)
+    raise SystemExit(f"{out}: no stage of the recipe has a checkpoint yet")
 
 
 def _relative(path: str) -> str:
@@ -133,12 +185,19 @@ def add_wall_time(out: str, seconds: float) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    state = read_checkpoint(os.path.join(args.out, "latest.pt"))
+    folder = last_stage(args.out)
+    state = read_checkpoint(os.path.join(folder, "latest.pt"))
     wall = read_wall_time(args.out)
     seconds = wall["seconds"] + (time.time() - wall["running_since"] if "running_since" in wall else 0.0)
+    stages = {}
+    for name, _ in STAGES:
+        path = os.path.join(stage_folder(args.out, name), "latest.pt")
+        if os.path.isfile(path):
+            stage_state = read_checkpoint(path)
+            stages[name] = {"train": stage_state.get("train"), "steps": int(stage_state["step"])}
     evaluation = None
-    if os.path.isfile(os.path.join(args.out, "eval.json")):
-        with open(os.path.join(args.out, "eval.json"), encoding="utf-8") as f:
+    if os.path.isfile(os.path.join(folder, "eval.json")):
+        with open(os.path.join(folder, "eval.json"), encoding="utf-8") as f:
             result = json.load(f)
         if result.get("step") == state["step"]:
             evaluation = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "iw_n_images", "n_images",
@@ -148,8 +207,9 @@ def export(args: argparse.Namespace) -> None:
         "name": args.name,
         "config": state["config"],
         "train": state.get("train"),
-        "steps": int(state["step"]),
-        "steps_planned": int(state["train"]["steps"]) if state.get("train") else None,
+        "steps": sum(stage["steps"] for stage in stages.values()),
+        "steps_planned": sum(_steps(options) for _, options in STAGES),
+        "stages": stages,
         "train_wall_seconds": round(seconds, 1),
         "training_in_progress": "running_since" in wall,
         "corpus": corpus_record(args.corpus),
@@ -160,7 +220,7 @@ def export(args: argparse.Namespace) -> None:
     }
     os.makedirs(shipped.WEIGHTS_DIR, exist_ok=True)
     path = os.path.join(shipped.WEIGHTS_DIR, f"{args.name}.pt")
-    save_checkpoint({"config": state["config"], "model": state["model"], "step": state["step"],
+    save_checkpoint({"config": state["config"], "model": state["model"], "step": meta["steps"],
                      "evaluate_on": "default", "shipped": meta}, path)
     size = os.path.getsize(path)
     if size > MAX_BYTES:
@@ -176,20 +236,28 @@ def export(args: argparse.Namespace) -> None:
 
 
 def save_resume(args: argparse.Namespace) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(args.resume_from)), exist_ok=True)
-    shutil.copyfile(os.path.join(args.out, "latest.pt"), args.resume_from)
+    folder = last_stage(args.out)
+    os.makedirs(args.resume_from, exist_ok=True)
+    shutil.copyfile(os.path.join(folder, "latest.pt"), os.path.join(args.resume_from, "latest.pt"))
+    with open(os.path.join(args.resume_from, "stage.json"), "w", encoding="utf-8") as f:
+        json.dump({"stage": os.path.basename(folder)}, f)
+        f.write("\n")
     wall = os.path.join(args.out, "wall_time.json")
     if os.path.isfile(wall):
-        shutil.copyfile(wall, os.path.join(os.path.dirname(os.path.abspath(args.resume_from)), "wall_time.json"))
-    print(f"copied {args.out}/latest.pt -> {args.resume_from}")
+        shutil.copyfile(wall, os.path.join(args.resume_from, "wall_time.json"))
+    print(f"copied {folder}/latest.pt (stage '{os.path.basename(folder)}') -> {args.resume_from}")
+
+
+def _steps(options) -> int:
+    return int(options[options.index("--steps") + 1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default=os.path.join(ROOT, "runs", "corpus"), help="the photograph corpus")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "codec_photo"), help="the training run")
-    p.add_argument("--resume-from", default=os.path.join(ROOT, "checkpoints", "codec_photo", "latest.pt"),
-                   help="committed checkpoint to continue from when --out has none")
+    p.add_argument("--resume-from", default=os.path.join(ROOT, "checkpoints", "codec_photo"),
+                   help="folder of the committed checkpoint to continue from when --out has none")
     p.add_argument("--name", default=shipped.DEFAULT_MODEL, help="name of the exported model")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
