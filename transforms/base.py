@@ -117,6 +117,15 @@ def register(cls: Type[Transform]) -> Type[Transform]:
     return cls
 
 
+def halved_spec(name: str, spec: LevelSpec) -> LevelSpec:
+    """The spec of a 2x smaller level (same channels and values); :class:`TransformError` naming
+    transform ``name`` unless height and width are even and at least 2."""
+    if spec.height % 2 or spec.width % 2 or spec.height < 2 or spec.width < 2:
+        raise TransformError(f"'{name}' cannot halve a {spec.height}x{spec.width} image: "
+                             f"height and width must be even and at least 2")
+    return LevelSpec(spec.channels, spec.height // 2, spec.width // 2, spec.num_values)
+
+
 def available() -> List[str]:
     """Names of all registered transforms, sorted."""
     return sorted(_REGISTRY)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import LevelSpec, Transform, TransformError, register
+from .base import LevelSpec, Transform, halved_spec, register
 
 
 @register
@@ -36,10 +36,7 @@ class Downscale(Transform):
     name = "downscale"
 
     def output_spec(self, spec: LevelSpec) -> LevelSpec:
-        if spec.height % 2 or spec.width % 2 or spec.height < 2 or spec.width < 2:
-            raise TransformError(f"'downscale' cannot halve a {spec.height}x{spec.width} image: "
-                                 f"height and width must be even and at least 2")
-        return LevelSpec(spec.channels, spec.height // 2, spec.width // 2, spec.num_values)
+        return halved_spec(self.name, spec)
 
     def apply(self, y: torch.Tensor, spec: LevelSpec) -> torch.Tensor:
         h, w = y.shape[2] // 2, y.shape[3] // 2

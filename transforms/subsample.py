@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from .base import LevelSpec, Transform, TransformError, register
+from .base import LevelSpec, Transform, halved_spec, register
 
 
 @register
@@ -31,10 +31,7 @@ class Subsample(Transform):
     kept_phase = 0
 
     def output_spec(self, spec: LevelSpec) -> LevelSpec:
-        if spec.height % 2 or spec.width % 2 or spec.height < 2 or spec.width < 2:
-            raise TransformError(f"'subsample' cannot halve a {spec.height}x{spec.width} image: "
-                                 f"height and width must be even and at least 2")
-        return LevelSpec(spec.channels, spec.height // 2, spec.width // 2, spec.num_values)
+        return halved_spec(self.name, spec)
 
     def apply(self, y: torch.Tensor, spec: LevelSpec) -> torch.Tensor:
         return y[:, :, ::2, ::2].contiguous()
