@@ -72,7 +72,7 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device)
     model.initialize(x)
-    opt = torch.optim.Adamax(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-4, foreach=True)  # as selfvae.train builds it
     forward = torch.compile(model) if compile_model else model
     dtype = torch.bfloat16 if bf16 else None
 

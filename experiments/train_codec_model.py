@@ -13,7 +13,8 @@ Steps:
 2. The :data:`STAGES`, in order, each ``python -m selfvae.train --dataset photos --data-root CORPUS``
    in ``OUT/<stage>`` (32x32 patches at the photographs' own resolution, training patches from
    the training photographs only): ``base`` trains a new model, ``longer`` continues from its
-   weights (``--init-from``) with a fresh schedule. A stage is done when its ``eval.json`` is
+   weights (``--init-from``) with a fresh schedule, ``third`` from those of ``longer`` (on a GPU
+   when there is one: ``selfvae.train`` picks CUDA and bf16 autocast by itself). A stage is done when its ``eval.json`` is
    for its last step. A run that stops (killed, out of time) is continued with the same command:
    the stage in progress resumes from its ``latest.pt`` with the configs stored there. When
    ``--out`` has nothing but ``--resume-from`` (default ``checkpoints/codec_photo/``, committed to
@@ -56,6 +57,10 @@ COMMON = ["--augment", "flip", "--eval-every", "1000", "--checkpoint-every", "25
 STAGES = [
     ("base", MODEL + COMMON + ["--steps", "4000"]),
     ("longer", ["--init-from", "{base}", "--lr", "1e-3", "--steps", "4000"] + COMMON),
+    # Run on an H100 (2026-11-23; --device auto = cuda, bf16 autocast, beside four other runs of
+    # experiments/train_variants.py): 1,600 steps in 416 s. Its committed latest.pt holds the
+    # weights only (the stage is finished; nothing resumes from it but --init-from and --export).
+    ("third", ["--init-from", "{longer}", "--lr", "1e-3", "--steps", "1600"] + COMMON),
 ]
 
 MAX_BYTES = 20 * 1024 * 1024

@@ -168,8 +168,8 @@ class Distributed:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.type == "cuda" and self.world > 1 and device.index is None:
-            device = torch.device(f"cuda:{self.local_rank}")
+        if device.type == "cuda" and device.index is None:  # set_device needs an index
+            device = torch.device(f"cuda:{self.local_rank if self.world > 1 else torch.cuda.current_device()}")
         self.device = device
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -320,3 +320,22 @@ def test_a_run_started_from_another_runs_weights_starts_exactly_there(tiny_cifar
     continued = run_train(tmp_path / "fifth", tiny_cifar, "--init-from", str(first / "latest.pt"), steps=2)
     assert continued.returncode == 0, continued.stderr
     assert read_checkpoint(str(tmp_path / "fifth" / "latest.pt"))["step"] == 2
+
+
+def test_cuda_device_without_index_is_given_one(monkeypatch):
+    """``--device cuda`` (no index) on one GPU: ``torch.cuda.set_device`` refuses a device without
+    an index (seen on torch 2.11 on an H100), so the run names the current one. Checked without a
+    GPU by standing in for the two calls."""
+    seen = []
+
+    def set_device(device):
+        if isinstance(device, torch.device) and device.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+        seen.append(device)
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ddp = train.Distributed(torch.device("cuda"))
+    assert ddp.device == torch.device("cuda:0") and seen == [torch.device("cuda:0")]
+    assert train.Distributed(torch.device("cuda:0")).device == torch.device("cuda:0")
