@@ -195,7 +195,7 @@ def table(rows: List[Dict]) -> str:
              "|---|---:|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         memory = r.get("train_peak_memory_mb") or r["peak_rss_mb"]
-        frac = f"{100 * r['fraction_of_bf16_peak']:.1f} %" if r.get("fraction_of_bf16_peak") else "–"
+        frac = f"{100 * r['fraction_of_bf16_peak']:.2f} %" if r.get("fraction_of_bf16_peak") else "–"
         iw = (f"{r['iw_images_per_s']:.2f} | {r['iw_samples_per_s']:.0f}" if r.get("iw_images_per_s")
               else "– | –")
         variant = r.get("label") or "+".join(f"{k}={v}" for k, v in (r.get("overrides") or {}).items()) or "preset"
