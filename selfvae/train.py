@@ -186,6 +186,10 @@ class Distributed:
             t = t / self.world
         return t
 
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -606,7 +610,11 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         if run.ema is not None:
             extra["weights"] = f"moving average (ema {run.config.ema})"
         with averaged(run):
-            return final_evaluation(run, extra) if run.ddp.main else extra
+            result = final_evaluation(run, extra) if run.ddp.main else extra
+        # the ranks leave together: a rank that tears its process group down while rank 0 still
+        # evaluates was seen to abort in gloo ("terminate called without an active exception")
+        run.ddp.barrier()
+        return result
     finally:
         run.ddp.close()
 
