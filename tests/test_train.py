@@ -1,6 +1,7 @@
 """`python -m selfvae.train`: resume equivalence (through SIGKILL, faults injected from outside the
 training code by tests/fault_injection.py), the NaN guard, DDP replicas, and the errors a user can run
 into — every one a single line before any work starts."""
+import argparse
 import json
 import math
 import os
@@ -339,3 +340,37 @@ def test_cuda_device_without_index_is_given_one(monkeypatch):
     ddp = train.Distributed(torch.device("cuda"))
     assert ddp.device == torch.device("cuda:0") and seen == [torch.device("cuda:0")]
     assert train.Distributed(torch.device("cuda:0")).device == torch.device("cuda:0")
+
+
+def test_variants_pack_keeps_the_weight_average_and_feeds_init_from(tiny_cifar, tmp_path):
+    """experiments/train_variants.py's weights-only checkpoint of a run with ``--ema``: it holds the
+    averaged weights (what the run's own evaluation used), no optimiser state, loads alone, and a new
+    run starts from it with ``--init-from``."""
+    import importlib.util
+    import tarfile
+
+    from selfvae.checkpoint import load_model
+
+    spec = importlib.util.spec_from_file_location("train_variants", os.path.join(os.path.dirname(HERE), "experiments",
+                                                                                 "train_variants.py"))
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    out = tmp_path / "variants"
+    result = run_train(out / "avg", tiny_cifar, "--ema", "0.9", steps=4)
+    assert result.returncode == 0, result.stderr
+    for name in ("variants.json", "variants.md"):
+        (out / name).write_text("[]")
+    pack = tmp_path / "pack"
+    variants.pack(argparse.Namespace(out=str(out), pack=str(pack)), ["avg"])
+    state = read_checkpoint(str(out / "avg" / "latest.pt"))
+    packed = read_checkpoint(str(pack / "avg.pt"))
+    assert "optimizer" not in packed and "ema" not in packed and packed["step"] == 4
+    averaged = state["ema"]["tensors"]
+    assert averaged and all(torch.equal(packed["model"][k], v) for k, v in averaged.items())
+    assert any(not torch.equal(state["model"][k], v) for k, v in averaged.items())  # the average differs
+    model, _ = load_model(str(pack / "avg.pt"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in packed["model"].items())
+    with tarfile.open(pack / "variants.tar.gz") as tar:
+        assert {"avg/eval.json", "avg/log.jsonl"} <= set(tar.getnames())
+    again = run_train(tmp_path / "next", tiny_cifar, "--init-from", str(pack / "avg.pt"), steps=2)
+    assert again.returncode == 0, again.stderr
