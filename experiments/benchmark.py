@@ -48,31 +48,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int, iw_images: int, iw_samples: int,
-        device: torch.device, bf16: bool, compile_model: bool, threads: Optional[int],
-        overrides: Optional[Dict] = None, allocator: bool = True) -> Dict:
-    """Measure one configuration (called in its own process)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def training_step(config, batch: int, device: torch.device, bf16: bool, compile_model: bool = False,
+                  generator: Optional[torch.Generator] = None):
+    """``(model, x, step)``: the model of ``config`` on ``device`` (seed 0), a fixed uint8 batch ``x`` of
+    random images (drawn from ``generator``, default one seeded 0) and ``step()``, one forward + backward + AdaMax step on it as ``selfvae.train``
+    takes it (multi-tensor AdaMax; bf16 autocast when ``bf16``; ``torch.compile`` when asked)."""
+    from selfvae.model import build_model
 
-    from selfvae.config import make_config
-    from selfvae.evaluation import iw_bound
-    from selfvae.model import build_model, count_parameters
-    try:
-        from selfvae.runtime import reuse_large_allocations
-    except ImportError:  # a --baseline tree from before selfvae.runtime existed
-        allocator = False
-
-    if threads:
-        torch.set_num_threads(threads)
-    if allocator:  # what every `python -m selfvae.*` command does (selfvae.runtime)
-        reuse_large_allocations()
     torch.manual_seed(0)
-    overrides = dict(overrides or {})
-    model = build_model(make_config(preset, "downscale", levels, image_size=size, **overrides)).to(device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device)
+    model = build_model(config).to(device)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    size = config.image_size
+    x = torch.randint(0, 256, (batch, config.image_channels, size, size), dtype=torch.uint8, generator=g).to(device)
     model.initialize(x)
-    opt = torch.optim.Adamax(model.parameters(), lr=1e-4, foreach=True)  # as selfvae.train builds it
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-4, foreach=True)
     forward = torch.compile(model) if compile_model else model
     dtype = torch.bfloat16 if bf16 else None
 
@@ -82,6 +71,33 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    return model, x, step
+
+
+def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int, iw_images: int, iw_samples: int,
+        device: torch.device, bf16: bool, compile_model: bool, threads: Optional[int],
+        overrides: Optional[Dict] = None, allocator: bool = True) -> Dict:
+    """Measure one configuration (called in its own process)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from selfvae.config import make_config
+    from selfvae.evaluation import iw_bound
+    from selfvae.model import count_parameters
+    try:
+        from selfvae.runtime import reuse_large_allocations
+    except ImportError:  # a --baseline tree from before selfvae.runtime existed
+        allocator = False
+
+    if threads:
+        torch.set_num_threads(threads)
+    if allocator:  # what every `python -m selfvae.*` command does (selfvae.runtime)
+        reuse_large_allocations()
+    overrides = dict(overrides or {})
+    g = torch.Generator().manual_seed(0)  # the training batch, then the IW images
+    model, x, step = training_step(make_config(preset, "downscale", levels, image_size=size, **overrides), batch,
+                                   device, bf16, compile_model, g)
+    dtype = torch.bfloat16 if bf16 else None
 
     sync(device)
     start = time.perf_counter()

@@ -14,8 +14,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmark import training_step  # noqa: E402
 from selfvae.config import make_config  # noqa: E402
-from selfvae.model import build_model  # noqa: E402
 
 
 def main() -> None:
@@ -30,20 +30,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=25)
     args = p.parse_args()
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(make_config(args.preset, args.transform, args.levels)).to(device)
-    x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8).to(device)
-    model.initialize(x)
-    opt = torch.optim.Adamax(model.parameters(), lr=1e-4, foreach=True)  # as selfvae.train builds it
-    dtype = torch.bfloat16 if args.precision == "bf16" else None
-
-    def step():
-        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model.bits_per_dim(model(x))["bpd"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    _, _, step = training_step(make_config(args.preset, args.transform, args.levels), args.batch_size, device,
+                               args.precision == "bf16")
     for _ in range(3):
         step()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

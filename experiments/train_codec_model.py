@@ -22,10 +22,11 @@ Steps:
    ``wall_time.json``) exists, the run continues from that copy, so a later session on another
    machine picks the training up where it stopped. Wall time is added up over the invocations
    and stages in ``OUT/wall_time.json``.
-3. ``--export`` writes the last stage's model (config and weights only, from its ``latest.pt``) as
-   ``selfvae/weights/photo.pt`` and its record ``photo.json``: file SHA-256, model and training
-   configs (of every stage), corpus SHA-256 and counts, steps done, wall time, and the held-out
-   figures of the stage's ``eval.json`` when it finished. It refuses a model of more than 20 MB.
+3. ``--export`` writes the last stage's model (config and the weights it is evaluated with: its
+   weight average where it has one; from its ``latest.pt``) as ``selfvae/weights/photo.pt`` and
+   its record ``photo.json``: file SHA-256, model and training configs (of every stage), corpus
+   SHA-256 and counts, steps done, wall time, and the held-out figures of the stage's ``eval.json``
+   when it finished (and of its ``evaluate.json``, from ``python -m selfvae.evaluate --json``). It refuses a model of more than 20 MB.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from selfvae import shipped  # noqa: E402
-from selfvae.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
+from selfvae.checkpoint import evaluated_weights, read_checkpoint, save_checkpoint  # noqa: E402
 
 #: The model of ``photo``: the small preset with one width at every resolution, the ``subsample``
 #: pyramid (each level is the first 2x2 phase of the one below) and every level coded in 2x2
@@ -208,6 +209,17 @@ def export(args: argparse.Namespace) -> None:
             evaluation = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "iw_n_images", "n_images",
                                                      "terms_bpd")}
             evaluation["data"] = "the corpus's held-out photographs (test split of the run)"
+            evaluation["device"] = result.get("device")
+            evaluation["precision"] = (result.get("train") or {}).get("precision")
+    # a separate evaluation of the same weights (``python -m selfvae.evaluate ... --json
+    # STAGE/evaluate.json``, e.g. on the CPU in fp32 when the stage trained on a GPU under bf16)
+    separate = None
+    if os.path.isfile(os.path.join(folder, "evaluate.json")):
+        with open(os.path.join(folder, "evaluate.json"), encoding="utf-8") as f:
+            result = json.load(f)
+        if result.get("step") == state["step"]:
+            separate = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "n_images", "terms_bpd",
+                                                   "device", "data")}
     meta = {
         "name": args.name,
         "config": state["config"],
@@ -220,12 +232,13 @@ def export(args: argparse.Namespace) -> None:
         "corpus": corpus_record(args.corpus),
         "recipe": "experiments/train_codec_model.py",
         "heldout": evaluation,
+        "heldout_evaluate": separate,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": str(torch.__version__),
     }
     os.makedirs(shipped.WEIGHTS_DIR, exist_ok=True)
     path = os.path.join(shipped.WEIGHTS_DIR, f"{args.name}.pt")
-    save_checkpoint({"config": state["config"], "model": state["model"], "step": meta["steps"],
+    save_checkpoint({"config": state["config"], "model": evaluated_weights(state), "step": meta["steps"],
                      "evaluate_on": "default", "shipped": meta}, path)
     size = os.path.getsize(path)
     if size > MAX_BYTES:

@@ -14,8 +14,8 @@ of them run at once on one device nearly as fast as each alone. All variants sta
    ending at its own last step; each is evaluated there on the test split (the corpus's held-out
    photographs: ELBO on all their tiles, the IW bound on ``--iw-images``).
 
-``OUT/variants.json`` and ``OUT/variants.md`` list, per variant: parameters, batch, steps, images
-seen, training seconds, validation bpd, held-out ELBO and IW bpd with the terms. ``--pack DIR``
+``OUT/variants.json`` and ``OUT/variants.md`` list, per variant: parameters, batch, steps, training
+images/s, held-out ELBO and IW bpd with the terms (the json also the best validation bpd). ``--pack DIR``
 writes a weights-only checkpoint of each variant (``DIR/<name>.pt``: config, model weights,
 the weight average where there is one, steps, training config; loadable by ``--init-from``
 and by every command that takes ``--checkpoint``) and the logs as ``DIR/variants.tar.gz``.
@@ -36,7 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from selfvae.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
+from selfvae.config import make_train_config  # noqa: E402
+from selfvae.checkpoint import evaluated_weights, read_checkpoint, save_checkpoint  # noqa: E402
 
 #: The shipped model's architecture (experiments/train_codec_model.py), then the variants' changes.
 MODEL = ["--transform", "subsample", "--levels", "3", "--preset", "small", "--set", "narrow_above=0",
@@ -54,10 +55,6 @@ VARIANTS: Dict[str, List[str]] = {
     "w32cont": ["--init-from", "checkpoints/codec_photo/latest.pt", "--lr", "1e-3", "--batch-size", "32"],
 }
 COMMON = ["--dataset", "photos", "--augment", "flip", "--seed", "0", "--no-progress", "--iw-images", "512"]
-
-
-def batch_of(options: List[str]) -> int:
-    return int(options[options.index("--batch-size") + 1])
 
 
 def launch(name: str, options: List[str], folder: str, extra: List[str], args: argparse.Namespace):
@@ -96,12 +93,13 @@ def tail(folder: str, n: int = 15) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", default="runs/corpus")
-    p.add_argument("--out", default="runs/variants")
-    p.add_argument("--variants", default="w32,w64,w48d2,w64ema,w32cont")
+    p.add_argument("--corpus", default="runs/corpus", help="the photograph corpus (experiments/build_corpus.py)")
+    p.add_argument("--out", default="runs/variants", help="one folder per variant, the probe's in OUT/probe")
+    p.add_argument("--variants", default="w32,w64,w48d2,w64ema,w32cont",
+                   help=f"comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--budget", type=float, default=400.0, help="seconds of training per variant (all at once)")
     p.add_argument("--probe-steps", type=int, default=300)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="passed to every run (cuda: bf16 autocast, selfvae.train's default)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
     p.add_argument("--evals", type=int, default=4, help="validations per run")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now after which runs are killed")
@@ -163,14 +161,7 @@ def main() -> None:
         rows.append(row)
     with open(os.path.join(args.out, "variants.json"), "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=1)
-    table = ["| variant | params | batch | steps | images/s | held-out ELBO | IW | x | y1 | y2 | y3 | KL |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        t = r.get("terms_bpd") or {}
-        kl = sum(v for k, v in t.items() if k.startswith("z") or k == "u")
-        table.append(f"| {r['variant']} | {r.get('parameters', '')} | {r['batch']} | {r.get('step', '')} | "
-                     f"{r.get('train_images_per_s', '')} | {_f(r.get('elbo_bpd'))} | {_f(r.get('iw_bpd'))} | "
-                     + " | ".join(_f(t.get(k)) for k in ("x", "y1", "y2", "y3")) + f" | {_f(kl)} |")
+    table = markdown(rows)
     with open(os.path.join(args.out, "variants.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(table) + "\n")
     print("\n".join(table), flush=True)
@@ -178,8 +169,26 @@ def main() -> None:
         pack(args, names)
 
 
+def markdown(rows: List[dict]) -> List[str]:
+    """The lines of ``variants.md``: one row per variant."""
+    table = ["| variant | params | batch | steps | images/s | held-out ELBO | IW | x | y1 | y2 | y3 | KL |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        t = r.get("terms_bpd") or {}
+        kl = sum(v for k, v in t.items() if k.startswith("z") or k == "u")
+        params = (r.get("parameters") or {}).get("total")  # eval.json: counts per component and total
+        cells = [r["variant"], f"{params / 1e6:.2f} M" if params else "", r["batch"], r.get("step", ""),
+                 r.get("train_images_per_s", ""), _f(r.get("elbo_bpd")), _f(r.get("iw_bpd")),
+                 *(_f(t.get(k)) for k in ("x", "y1", "y2", "y3")), _f(kl)]
+        table.append("| " + " | ".join(map(str, cells)) + " |")
+    return table
+
+
 def batch_of_variant(name: str) -> int:
-    return batch_of(VARIANTS[name]) if "--batch-size" in VARIANTS[name] else 32
+    """The batch a variant trains with: its ``--batch-size``, else the training default."""
+    options = VARIANTS[name]
+    return int(options[options.index("--batch-size") + 1]) if "--batch-size" in options else \
+        make_train_config("small").batch_size
 
 
 def _f(v) -> str:
@@ -193,8 +202,7 @@ def pack(args: argparse.Namespace, names: List[str]) -> None:
         if not os.path.isfile(path):
             continue
         state = read_checkpoint(path)
-        model = state["model"] if "ema" not in state else {**state["model"], **state["ema"]["tensors"]}
-        save_checkpoint({"config": state["config"], "model": model, "step": state["step"],
+        save_checkpoint({"config": state["config"], "model": evaluated_weights(state), "step": state["step"],
                          "train": state.get("train"), "evaluate_on": state.get("evaluate_on", "default")},
                         os.path.join(args.pack, f"{n}.pt"))
     with tarfile.open(os.path.join(args.pack, "variants.tar.gz"), "w:gz") as tar:

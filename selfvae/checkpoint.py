@@ -114,6 +114,15 @@ def model_config_of(state: Dict[str, Any], path: str) -> ModelConfig:
         raise CheckpointError(f"checkpoint '{path}' holds an invalid config: {e}") from None
 
 
+def evaluated_weights(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The weights a checkpoint is evaluated with: its moving average (``ema``, from ``--ema``) over
+    ``model`` where it has one, else ``model`` (the raw weights that training resumes from)."""
+    weights = state["model"]
+    if isinstance(state.get("ema"), dict) and "tensors" in state["ema"]:
+        weights = {**weights, **state["ema"]["tensors"]}
+    return weights
+
+
 def load_model(path: str, map_location: Any = "cpu") -> Tuple[SelfVAE, Dict[str, Any]]:
     """Rebuild the model stored in a checkpoint from its config and weights alone.
     Returns the model (in eval mode) and the checkpoint's state dict. A training checkpoint with a
@@ -121,11 +130,8 @@ def load_model(path: str, map_location: Any = "cpu") -> Tuple[SelfVAE, Dict[str,
     the ones validated and evaluated (``model`` holds the raw weights that training resumes from)."""
     state = read_checkpoint(path, map_location)
     model = build_model(model_config_of(state, path))
-    weights = state["model"]
-    if isinstance(state.get("ema"), dict) and "tensors" in state["ema"]:
-        weights = {**weights, **state["ema"]["tensors"]}
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(evaluated_weights(state))
     except (RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint '{path}': weights do not match its config ({e})") from None
     return model.to(map_location).eval(), state

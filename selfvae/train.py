@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from . import cli, modes, shipped
 from .augment import augment
-from .checkpoint import CheckpointError, read_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoint import CheckpointError, evaluated_weights, read_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import (AUGMENTATIONS, PRECISIONS, SCHEDULES, ModelConfig, TrainConfig, make_config,
                      make_train_config, parse_overrides, MODEL_PRESETS)
 from .datasets import Splits, load_splits, split_changes
@@ -470,7 +470,7 @@ def validate_and_checkpoint(run: Run, validate: bool, log) -> None:
             if val < run.best_val:
                 run.best_val = state["best_val"] = val
                 # best.pt: the weights that were validated (the average when there is one)
-                best = state if run.ema is None else {**state, "model": {**state["model"], **state["ema"]["tensors"]}}
+                best = state if run.ema is None else {**state, "model": evaluated_weights(state)}
                 save_checkpoint(best, os.path.join(run.out, "best.pt"))
         save_checkpoint(state, os.path.join(run.out, "latest.pt"))
 
