@@ -2,8 +2,9 @@
 
 The model defaults to ``photo``, the codec model shipped inside the package (:mod:`selfvae.shipped`).
 
-Lossless by default: bits-back coding through the whole hierarchy gives the exact pixels
-back (``python -m selfvae.decompress``). ``--level k`` writes a lossy file that sends ``y_k``
+Lossless by default: coding through the whole hierarchy gives the exact pixels back
+(``python -m selfvae.decompress``); the latents are coded by bits-back or fixed at their prior
+means, whichever gives the shorter file (``--latents``). ``--level k`` writes a lossy file that sends ``y_k``
 (losslessly) and reconstructs x from it; ``--with-z`` also sends ``z_k..z_1``.
 
 Inputs are image files of any size that Pillow or OpenCV read (PNG, JPEG, WebP, BMP,
@@ -41,8 +42,14 @@ def parse_args(argv: Optional[List[str]] = None):
                    help="lossy: the receiver reconstructs each level below y_k as its rounded expected value "
                         "(mean, the default: sharper in PSNR) or its most likely value (mode)")
     p.add_argument("--chunk", type=cli.positive_int, default=codec.DEFAULT_CHUNK, help="tiles coded together (32)")
+    p.add_argument("--latents", choices=codec.LATENTS, default="auto",
+                   help="how the latents are coded: bits-back (the file costs about the negative ELBO plus the "
+                        "initial bits of its first pops), prior-mean (fixed at their prior means: no latents sent, "
+                        "no initial bits; as short as the ELBO when the latents carry little), or auto (the default: "
+                        "the prior-mean code, and the bits-back one too when the ELBO says it may be shorter by "
+                        "1 %%; the shorter file is kept)")
     p.add_argument("--latent-bits", type=cli.positive_int, default=codec.DEFAULT_LATENT_BITS,
-                   help="latents coded on a grid of step 2^-B within +-8 (6)")
+                   help="bits-back: latents coded on a grid of step 2^-B within +-8 (6)")
     p.add_argument("--z-step-exponent", type=int, default=codec.DEFAULT_Z_STEP,
                    help="lossy z's rounded to a grid of step 2^E (-1)")
     p.add_argument("--no-store", dest="store_fallback", action="store_false",
@@ -79,7 +86,7 @@ def compress(args) -> dict:
     start = time.perf_counter()
     data = codec.encode(model, images, unique_names(args.inputs), level=args.level, with_z=args.with_z,
                         chunk=args.chunk, latent_bits=args.latent_bits, z_step_exponent=args.z_step_exponent,
-                        store_fallback=args.store_fallback, decode=args.decode)
+                        store_fallback=args.store_fallback, decode=args.decode, latents=args.latents)
     seconds = time.perf_counter() - start
     tmp = f"{output}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -89,8 +96,11 @@ def compress(args) -> dict:
     dims = sum(im.size for im in images)
     kind = "lossless" if args.level is None else (f"lossy, level {args.level}" + (" with z" if args.with_z else "")
                                                   + f", decoded to the {args.decode}")
-    if codec.container.read(data)[0].mode == "stored":
+    header = codec.container.read(data)[0]
+    if header.mode == "stored":
         kind = "stored: the model's code would have been larger than the pixels"
+    else:
+        kind += f"; latents {header.latents}"
     print(f"{output}: {len(images)} images, {len(data):,} bytes ({kind}); {8 * len(data) / pixels:.3f} bits per pixel, "
           f"{8 * len(data) / dims:.3f} bits per dimension; {seconds:.1f} s")
     return {"bytes": len(data), "pixels": pixels, "seconds": seconds}

@@ -174,15 +174,23 @@ def test_phased_levels_round_trip_and_cost_what_the_elbo_says():
 
 
 def round_trip_tracking_the_elbo(model, patches):
-    """Encode and decode ``patches`` exactly; the stream is within -1 %..+4 % of the -ELBO. Returns its words."""
-    data = codec.encode(model, patches, store_fallback=False)
-    out = codec.decode(model, data)
-    assert all(np.array_equal(a, b.numpy()) for a, b in zip(out.images, patches))
-    _, words, _ = container.read(data)
-    stream_bpd = 32 * len(words) / patches.numel()
+    """Encode and decode ``patches`` exactly with either latent code; the bits-back stream is within
+    -1 %..+4 % of the -ELBO, the prior-mean stream within 0..+1 % of the levels' negative log-likelihood
+    under the prior-mean latents. Returns the bits-back stream's words."""
+    out = {}
+    for latents in ("bits-back", "prior-mean"):
+        data = codec.encode(model, patches, store_fallback=False, latents=latents)
+        decoded = codec.decode(model, data)
+        assert all(np.array_equal(a, b.numpy()) for a, b in zip(decoded.images, patches))
+        header, out[latents], _ = container.read(data)
+        assert header.latents == latents
+    dims = patches.numel()
     model_bpd = elbo(model, patches, progress=False)["elbo_bpd"]
-    assert 0.99 * model_bpd < stream_bpd < 1.04 * model_bpd, (stream_bpd, model_bpd)
-    return words
+    assert 0.99 * model_bpd < 32 * len(out["bits-back"]) / dims < 1.04 * model_bpd, (len(out["bits-back"]), model_bpd)
+    nats = -bitsback.prior_mean_log_likelihood(model, bitsback.levels_from(model, patches, 0), 0).sum().item()
+    prior_mean_bpd = nats / (dims * np.log(2))
+    assert prior_mean_bpd <= 32 * len(out["prior-mean"]) / dims < 1.01 * prior_mean_bpd + 64 / dims
+    return out["bits-back"]
 
 
 def test_a_level_copied_from_the_one_above_is_not_sent_and_the_file_costs_what_the_elbo_says():
@@ -196,7 +204,7 @@ def test_a_level_copied_from_the_one_above_is_not_sent_and_the_file_costs_what_t
     # the same model made to code all four phases sends more
     for decoder in model.p_y:
         decoder.given_first = False
-    assert len(container.read(codec.encode(model, patches, store_fallback=False))[1]) > len(words)
+    assert len(container.read(codec.encode(model, patches, store_fallback=False, latents="bits-back"))[1]) > len(words)
     for decoder in model.p_y:
         decoder.given_first = True
     inference = model.infer(patches[:4])
@@ -207,10 +215,11 @@ def test_a_level_copied_from_the_one_above_is_not_sent_and_the_file_costs_what_t
         bitsback.push_level(ans.Stack(), likelihood, wrong)
 
 
-def test_previews_are_the_exact_upper_levels_and_need_fewer_bytes(models):
+@pytest.mark.parametrize("latents", ["bits-back", "prior-mean"])
+def test_previews_are_the_exact_upper_levels_and_need_fewer_bytes(models, latents):
     model = models[("downscale", 3)]
     images = smooth_images(6, 32, 48, seed=3)
-    data = codec.encode(model, images, store_fallback=False)
+    data = codec.encode(model, images, store_fallback=False, latents=latents)
     header, words, _ = container.read(data)
     for k in range(3, 0, -1):
         preview = codec.decode(model, data, up_to_level=k)
@@ -265,6 +274,66 @@ def test_images_the_model_cannot_code_are_stored_never_larger_than_raw(models):
         codec.decode(model, short)
 
 
+def test_prior_mean_latents_cost_no_initial_bits_and_auto_keeps_the_shorter_code(models, monkeypatch):
+    """Bits-back pays initial bits for its first pops (in level-by-level order every tile's z_1 is popped
+    before any is pushed back); a code with the latents at their prior means pays none: it needs no
+    seed, costs the levels' likelihood under those latents (within 1 %), and decodes exactly, lossless
+    and lossy. ``auto`` writes a file no longer than the prior-mean one, and when it also tries
+    bits-back (forced here by the margin), no longer than either."""
+    model = models[("downscale", 3)]
+    image = [smooth_images(1, 24, 40, seed=21)[0].numpy()]
+    files = {latents: codec.encode(model, image, store_fallback=False, latents=latents)
+             for latents in ("bits-back", "prior-mean")}
+    tiles = tiling.to_tiles(image[0], 16, 3)
+    nll_bits = -bitsback.prior_mean_log_likelihood(model, bitsback.levels_from(model, tiles, 0), 0).sum().item() / np.log(2)
+    stream_bits = 32 * len(container.read(files["prior-mean"])[1])
+    assert nll_bits <= stream_bits < 1.01 * nll_bits + 64
+    header = container.read(files["prior-mean"])[0]
+    assert header.latents == "prior-mean" and header.seed_words == 0 and header.kept_seed_words == 0
+    assert container.read(files["bits-back"])[0].seed_words > 0
+    for data in files.values():
+        assert np.array_equal(codec.decode(model, data).images[0], image[0])
+    for level in (1, 3):
+        lossy = codec.encode(model, image, level=level, latents="prior-mean")
+        assert container.read(lossy)[0].latents == "prior-mean"
+        decoded = codec.decode(model, lossy).images[0]
+        assert decoded.shape == image[0].shape
+        preview = codec.decode(model, lossy, up_to_level=level).images[0]
+        tiles = model.make_levels(tiling.to_tiles(image[0], 16, 3))[level]
+        assert np.array_equal(preview, tiling.from_tiles(tiles, 24, 40, 16))
+    shortest = min(len(f) for f in files.values())
+    assert len(codec.encode(model, image, store_fallback=False)) <= len(files["prior-mean"])
+    monkeypatch.setattr(codec, "BITS_BACK_MARGIN", -1.0)  # always try bits-back as well
+    assert len(codec.encode(model, image, store_fallback=False)) == shortest
+    with pytest.raises(codec.CodecError, match="latents must be one of"):
+        codec.encode(model, image, latents="posterior")
+
+
+def test_version_2_files_still_decode_and_cannot_claim_prior_mean_latents(models):
+    """Files written before the prior-mean flag (format version 2: always bits-back) decode as before;
+    a prior-mean file cannot be written as version 2, and a version-2 file with flag bit 3 is refused."""
+    model = models[("subsample", 2)]
+    images = [smooth_images(1, 20, 20, seed=s)[0].numpy() for s in range(2)]
+    header, stream, extra = container.read(codec.encode(model, images, store_fallback=False, latents="bits-back"))
+    old = container.write(header, stream, extra, version=2)
+    assert old[4] == 2
+    assert all(np.array_equal(a, b) for a, b in zip(codec.decode(model, old).images, images))
+    header, stream, extra = container.read(codec.encode(model, images, store_fallback=False, latents="prior-mean"))
+    with pytest.raises(codec.CodecError, match="version 3 or later"):
+        container.write(header, stream, extra, version=2)
+    header.latents = "bits-back"
+    forged = bytearray(container.write(header, stream, extra, version=2))
+    forged[7] |= 8
+    with pytest.raises(codec.CodecError, match="unknown flags"):
+        container.read(_with_header_crc(bytes(forged), _header_end(bytes(forged))))
+
+
+def _header_end(data: bytes) -> int:
+    """Where a file's header CRC starts (the header's length)."""
+    header, stream, extra = container.read(data)
+    return len(data) - 4 * (len(stream) + len(extra)) - 8
+
+
 def test_gray_coding_is_off_when_a_level_is_not_gray():
     from selfvae.codec import bitsback
     gray_level = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
@@ -312,16 +381,16 @@ def test_lossy_files_decode_to_the_mean_or_the_mode_and_version_1_files_still_re
     images = [smooth_images(1, 32, 32, seed=s)[0].numpy() for s in range(2)]
     decoded = {}
     for decode in ("mean", "mode"):
-        data = codec.encode(model, images, level=2, decode=decode)
+        data = codec.encode(model, images, level=2, decode=decode, latents="bits-back")
         header = container.read(data)[0]
         assert header.decode == decode and data[4] == container.VERSION
         decoded[decode] = codec.decode(model, data).images
     assert any(not np.array_equal(a, b) for a, b in zip(decoded["mean"], decoded["mode"]))
-    header, stream, extra = container.read(codec.encode(model, images, level=2, decode="mode"))
+    header, stream, extra = container.read(codec.encode(model, images, level=2, decode="mode", latents="bits-back"))
     old = container.write(header, stream, extra, version=1)
     assert old[4] == 1
     assert all(np.array_equal(a, b) for a, b in zip(codec.decode(model, old).images, decoded["mode"]))
-    with pytest.raises(codec.CodecError, match="version-2 lossy file"):
+    with pytest.raises(codec.CodecError, match="lossy file of version 2"):
         container.write(container.read(codec.encode(model, images, level=2))[0], stream, extra, version=1)
     with pytest.raises(codec.CodecError, match="decode must be one of"):
         codec.encode(model, images, level=2, decode="median")
@@ -335,11 +404,11 @@ def test_lossy_needs_levels_and_a_level_in_range(models):
 
 
 # --------------------------------------------------------------------------- the container's checks
-@pytest.fixture(scope="module")
-def sample_file(models):
+@pytest.fixture(scope="module", params=["bits-back", "prior-mean"])
+def sample_file(models, request):
     model = models[("downscale", 1)]
     images = [smooth_images(1, 20, 18, seed=s)[0].numpy() for s in range(2)]
-    return model, images, codec.encode(model, images, names=["a", "b"], store_fallback=False)
+    return model, images, codec.encode(model, images, names=["a", "b"], store_fallback=False, latents=request.param)
 
 
 def test_another_model_a_future_version_and_garbage_are_named(models, sample_file):
@@ -350,8 +419,8 @@ def test_another_model_a_future_version_and_garbage_are_named(models, sample_fil
     with pytest.raises(codec.CodecError, match="another model"):
         codec.decode(other, data)
     future = bytearray(data)
-    future[4] = 3
-    with pytest.raises(codec.CodecError, match="newer selfvae \\(format version 3\\)"):
+    future[4] = container.VERSION + 1
+    with pytest.raises(codec.CodecError, match=f"newer selfvae \\(format version {container.VERSION + 1}\\)"):
         codec.decode(model, bytes(future))
     with pytest.raises(codec.CodecError, match="not a selfvae compressed file"):
         codec.decode(model, b"\x89PNG\r\n\x1a\n" + data[8:])

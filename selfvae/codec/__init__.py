@@ -1,9 +1,11 @@
 """selfVAE as an image codec: :func:`encode` images to the bytes of a ``.svae`` file and
 :func:`decode` them back.
 
-* **Lossless** (default): every image is cut into the model's tiles and coded by bits-back
-  ANS through the whole hierarchy (:mod:`.bitsback`); decoding gives the exact pixels. A
-  decoder meets ``y_K`` first and ``x`` last: ``up_to_level=k`` stops at ``y_k`` (previews).
+* **Lossless** (default): every image is cut into the model's tiles and coded by ANS through
+  the whole hierarchy (:mod:`.bitsback`); decoding gives the exact pixels. A decoder meets
+  ``y_K`` first and ``x`` last: ``up_to_level=k`` stops at ``y_k`` (previews). The latents are
+  coded by bits-back, or fixed at their prior means (``latents``; by default the shorter:
+  bits-back pays only where the latents carry information, and costs initial bits).
   When the model would spend more bits than the pixels' own bytes (an image far from what it
   was trained on), the file stores the pixels instead (mode ``stored``): never larger than raw.
 * **Lossy** (``level=k``): ``y_k`` is sent losslessly, optionally with ``z_k..z_1``
@@ -19,6 +21,7 @@ arithmetic that disagrees is an error, never silently wrong pixels. The file for
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -27,14 +30,20 @@ import torch
 
 from ..model import SelfVAE
 from . import bitsback, container, lossy, tiling
-from .ans import Stack
+from .ans import PRECISION, Stack
 from .container import CodecError, Header, ImageEntry, model_fingerprint, tiles_checksum
 
-__all__ = ["encode", "decode", "Decoded", "CodecError", "DEFAULT_CHUNK", "DEFAULT_LATENT_BITS", "DEFAULT_Z_STEP"]
+__all__ = ["encode", "decode", "Decoded", "CodecError", "DEFAULT_CHUNK", "DEFAULT_LATENT_BITS", "DEFAULT_Z_STEP",
+           "LATENTS"]
 
 DEFAULT_CHUNK = 32  # tiles coded in one batch
 DEFAULT_LATENT_BITS = 6  # latents on a grid of step 2^-6 within +-8 (1,025 symbols)
 DEFAULT_Z_STEP = -1  # lossy z's rounded to a grid of step 2^-1
+#: how :func:`encode` codes the latents: ``auto`` (the shorter file), or one of the format's two
+LATENTS = ("auto",) + container.LATENTS
+#: ``auto`` also tries bits-back when the one-sample ELBO is at least this fraction below the
+#: prior-mean code (bits-back files pay initial bits on top of the ELBO)
+BITS_BACK_MARGIN = 0.01
 Images = Union[torch.Tensor, Sequence[np.ndarray]]
 
 
@@ -97,11 +106,19 @@ def _gray_tiles(model: SelfVAE, shapes: Sequence[Tuple[int, int, int]]) -> torch
 @torch.no_grad()
 def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None, *, level: Optional[int] = None,
            with_z: bool = False, chunk: int = DEFAULT_CHUNK, latent_bits: int = DEFAULT_LATENT_BITS,
-           z_step_exponent: int = DEFAULT_Z_STEP, store_fallback: bool = True, decode: str = "mean") -> bytes:
+           z_step_exponent: int = DEFAULT_Z_STEP, store_fallback: bool = True, decode: str = "mean",
+           latents: str = "auto") -> bytes:
     """Compress ``images`` with ``model``: lossless when ``level`` is None, else the lossy operating
     point that sends ``y_level`` (and ``z_level..z_1`` with ``with_z``), whose receiver reconstructs
     the levels below ``y_level`` as their rounded expected values (``decode="mean"``) or most likely
     values (``"mode"``). Returns the file's bytes.
+
+    ``latents``: ``"bits-back"`` codes the latents by bits-back (the file costs about the negative
+    ELBO plus the initial bits its first pops take), ``"prior-mean"`` fixes them at their prior
+    means (the file costs the levels' likelihood under those latents, with nothing else: the
+    shorter code when the latents carry little); ``"auto"`` writes the prior-mean code, and also
+    the bits-back one when a seeded one-sample ELBO of the coded levels is at least
+    :data:`BITS_BACK_MARGIN` below it, keeping the shorter.
     A lossless file whose code would be longer than the pixels themselves stores the pixels, unless
     ``store_fallback`` is False (to measure the model's own code)."""
     model = _cpu_model(model)
@@ -117,14 +134,17 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
                          if K else "the plain VAE (K = 0) has no lossy operating points: it only codes losslessly")
     if decode not in container.DECODES:
         raise CodecError(f"decode must be one of {container.DECODES}, got {decode!r}")
+    if latents not in LATENTS:
+        raise CodecError(f"latents must be one of {LATENTS}, got {latents!r}")
     if not 1 <= chunk <= 4096 or not 2 <= latent_bits <= 16 or not -8 <= z_step_exponent <= 8:
         raise CodecError(f"chunk {chunk}, latent_bits {latent_bits} or z step 2^{z_step_exponent} out of range")
     tiles = _tiles(model, images)
     delta, lowest = 2.0 ** -latent_bits, level or 0
-    levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk, lowest)]
     gray_tiles = _gray_tiles(model, [im.shape for im in images])
-    gray = bitsback.gray_masks(levels, list(torch.split(gray_tiles, [len(lv[0]) for lv in levels])), lowest)
-    coded = bitsback.encode(model, levels, lowest, delta, gray)
+    methods = [latents] if latents != "auto" else \
+        ["prior-mean"] + (["bits-back"] if _bits_back_may_pay(model, tiles, chunk, lowest) else [])
+    candidates = [_code(model, tiles, gray_tiles, chunk, lowest, delta, method) for method in methods]
+    method, levels, gray, coded = min(candidates, key=lambda c: len(c[3].words))
     extra = np.zeros(0, np.uint32)
     level_sums = [bytes(8)] * (K + 1)
     for k in range(lowest, K + 1):
@@ -148,8 +168,30 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
     header = Header("lossless" if level is None else "lossy", level or 0, with_z, fingerprint,
                     latent_bits, z_step_exponent, model.specs[0].height, chunk, coded.seed_words, coded.kept,
                     [coded.preview_words.get(k, 0) for k in range(K + 1)], level_sums, entries, gray is not None,
-                    decode if level is not None else "mode")
+                    decode if level is not None else "mode", method)
     return container.write(header, coded.words, extra)
+
+
+def _code(model: SelfVAE, tiles: torch.Tensor, gray_tiles: torch.Tensor, chunk: int, lowest: int, delta: float,
+          method: str):
+    """One code of the tiles' level ``lowest``: ``(method, levels per chunk, gray masks, Encoded)``."""
+    bits_back = method == "bits-back"
+    levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk, lowest, bits_back)]
+    gray = bitsback.gray_masks(levels, list(torch.split(gray_tiles, [len(lv[0]) for lv in levels])), lowest)
+    return method, levels, gray, bitsback.encode(model, levels, lowest, delta, gray, bits_back)
+
+
+def _bits_back_may_pay(model: SelfVAE, tiles: torch.Tensor, chunk: int, lowest: int) -> bool:
+    """Whether the one-sample ELBO of level ``lowest`` of the tiles (posterior draws from a generator
+    seeded 0, so a file does not depend on the run) is at least :data:`BITS_BACK_MARGIN` below the
+    prior-mean code (in nats)."""
+    generator = torch.Generator().manual_seed(0)
+    elbo = prior_mean = 0.0
+    for t in torch.split(tiles, max(chunk, 1)):
+        levels = bitsback.levels_from(model, t, 0)
+        elbo += float(sum(model.terms_from(model.infer(levels[lowest], lowest), generator=generator).values()).sum())
+        prior_mean += float(bitsback.prior_mean_log_likelihood(model, levels, lowest).sum())
+    return -elbo < (1.0 - BITS_BACK_MARGIN) * -prior_mean
 
 
 def _raw_words(images: List[np.ndarray]) -> np.ndarray:
@@ -205,15 +247,17 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
         return _decode_stored(model, header, words, up_to_level)
     counts = tiling.tile_counts([(e.height, e.width) for e in header.images], tile)
     total = sum(counts)
-    if total > 64 * (len(words) + len(extra)) + 64:
+    bits_back = header.latents == "bits-back"
+    if total > _most_tiles(model, header.level, len(words) + len(extra), bits_back):
         raise CodecError(f"corrupt header: {total} tiles announced for a stream of {4 * len(words)} bytes")
-    sizes = bitsback.chunk_sizes(total, header.chunk, header.level)
+    sizes = bitsback.chunk_sizes(total, header.chunk, header.level, bits_back)
     lowest = header.level
     stop = max(up_to_level, lowest) if header.mode == "lossy" and up_to_level else up_to_level
     shapes = [(e.channels, e.height, e.width) for e in header.images]
     gray = list(torch.split(_gray_tiles(model, shapes), sizes)) if header.gray else None
     chunks, parents = bitsback.decode(model, words, header.seed_words, header.kept_seed_words, sizes, lowest,
-                                      2.0 ** -header.latent_bits, up_to=max(stop, lowest), gray=gray)
+                                      2.0 ** -header.latent_bits, up_to=max(stop, lowest), gray=gray,
+                                      bits_back=bits_back)
     if stop > 0:
         previews = torch.cat([c[stop] for c in chunks])
         _verify(tiles_checksum(previews) == header.level_checksums[stop], f"level {stop}")
@@ -229,6 +273,18 @@ def decode(model: SelfVAE, data: bytes, up_to_level: int = 0) -> Decoded:
         _verify(stack.size == 0, "the z stream (it holds more data than the images need)")
     _verify(tiles_checksum(x) == header.level_checksums[0], "the decoded images")
     return Decoded(_untile(model, x, shapes), [e.name for e in header.images], 0, 256, header)
+
+
+def _most_tiles(model: SelfVAE, lowest: int, words: int, bits_back: bool) -> float:
+    """The most tiles a stream of ``words`` can hold (a header announcing more is corrupt). A bits-back
+    tile pops and pushes latents (64 per word is generous); a prior-mean tile only codes the values of
+    level ``lowest``, each of which costs at least ``-log2(1 - (n - 1) / 2^PRECISION)`` bits (the coder's
+    smallest step down from certainty), and at least 3/4 of one channel's values are coded."""
+    if bits_back:
+        return 64.0 * (words + 1)
+    spec = model.specs[lowest]
+    per_value = -math.log2(1.0 - (spec.num_values - 1) / 2.0 ** PRECISION)
+    return 32.0 * (words + 1) / (per_value * max(1, spec.height * spec.width * 3 // 4))
 
 
 def _decode_stored(model: SelfVAE, header: Header, words: np.ndarray, up_to_level: int) -> Decoded:

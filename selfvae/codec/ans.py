@@ -82,6 +82,11 @@ class Stack:
         """Words on the stack."""
         return int(self.coder.num_words())
 
+    @property
+    def empty(self) -> bool:
+        """In the coder's initial state: nothing left to pop (a pop now would return garbage)."""
+        return bool(self.coder.is_empty())
+
     def _moved(self) -> None:
         self.low = min(self.low, self.size)
         self.trace.append(self.size)

@@ -23,6 +23,16 @@ normal prior, which factorises over dimensions. The posterior used for ``v`` is 
 the flow at its mean. Any such choice is a valid code; its length is the negative ELBO with
 the posterior ``f_# q~`` in place of ``q(u|y_K)``, whose difference the benchmark measures.
 
+**Prior-mean latents** (``bits_back=False``): every latent is fixed at the mean of its prior
+instead -- ``v = 0`` (``u = f(0)``), then ``z_k`` the mean of ``p(z_k | y_k, h_k)`` -- which the
+decoder computes from what it has already decoded. The code is then the plain sum of the
+levels' likelihoods under those latents, with no latent on the stream and no initial bits.
+Where the latents carry (almost) nothing, as in a model whose KL terms are ~0, this code is as
+short as the ELBO and free of bits-back's overhead: in level-by-level order every tile's ``z_1``
+is popped before any is pushed back, so bits-back needs initial bits of about the tiles'
+``z_1`` pops minus their ``x`` pushes, which is most of the file on an easy photograph
+(:func:`selfvae.codec.encode` picks the shorter code). Same order of levels, same previews.
+
 Discrete levels are coded channel by channel (the channel coupling makes a pixel's channels
 dependent) under integer tables; latents on a grid of step ``delta`` (see :mod:`.ans`).
 Every network runs on the CPU, per chunk, in the same batches in encoder and decoder.
@@ -194,8 +204,9 @@ class Encoded:
     parents: List[torch.Tensor]
 
 
-def chunk_sizes(total: int, chunk: int, lowest: int = 0) -> List[int]:
-    """Tiles per batch, starting with one tile and growing up to ``chunk``.
+def chunk_sizes(total: int, chunk: int, lowest: int = 0, bits_back: bool = True) -> List[int]:
+    """Tiles per batch: ``chunk`` each for prior-mean latents (no initial bits to save); for bits-back
+    starting with one tile and growing up to ``chunk``.
 
     Only the first pop of the whole stream needs initial bits; later pops take the bits earlier
     chunks pushed. Level by level (x, ``lowest = 0``) a chunk's first pop (of ``z_1``) takes what
@@ -204,7 +215,7 @@ def chunk_sizes(total: int, chunk: int, lowest: int = 0) -> List[int]:
     reuses the latents the chunk before it pushed, plus only the small net cost of ``y_k``: batches
     grow by one tile (1, 2, 3, ...). The encoder adds initial bits where the schedule falls short.
     """
-    sizes, size = [], 1
+    sizes, size = [], 1 if bits_back else chunk
     while total > 0:
         sizes.append(min(size, chunk, total))
         total -= sizes[-1]
@@ -212,9 +223,9 @@ def chunk_sizes(total: int, chunk: int, lowest: int = 0) -> List[int]:
     return sizes
 
 
-def chunks_of(tiles: torch.Tensor, chunk: int, lowest: int = 0) -> List[torch.Tensor]:
+def chunks_of(tiles: torch.Tensor, chunk: int, lowest: int = 0, bits_back: bool = True) -> List[torch.Tensor]:
     """``tiles`` split into the batches of :func:`chunk_sizes` (the decoder splits identically)."""
-    return list(torch.split(tiles, chunk_sizes(tiles.shape[0], chunk, lowest)))
+    return list(torch.split(tiles, chunk_sizes(tiles.shape[0], chunk, lowest, bits_back)))
 
 
 def levels_from(model: SelfVAE, tiles: torch.Tensor, lowest: int) -> Levels:
@@ -225,29 +236,69 @@ def levels_from(model: SelfVAE, tiles: torch.Tensor, lowest: int) -> Levels:
     return levels
 
 
+def top_latent(model: SelfVAE, tiles: int) -> torch.Tensor:
+    """The prior-mean ``u`` of a batch of ``tiles``: the flow's image of ``v = 0``."""
+    return model.p_u.forward_flow(torch.zeros((tiles,) + model.u_shape))[0]
+
+
+def prior_means(model: SelfVAE, levels: Levels, lowest: int) -> Dict[int, torch.Tensor]:
+    """The prior-mean latents of one chunk, top down: ``{K + 1: u, K: z_K, ..., lowest + 1: z_{lowest+1}}``
+    (key ``K + 1`` holds ``u``), each computed from the level it is conditioned on, exactly as a decoder
+    that has decoded those levels computes it."""
+    K = model.levels
+    latents = {K + 1: top_latent(model, levels[K].shape[0])}
+    for k in range(K, lowest, -1):
+        latents[k] = prior_z(model, k, levels[k], latents[k + 1]).mean
+    return latents
+
+
+@torch.no_grad()
+def prior_mean_log_likelihood(model: SelfVAE, levels: Levels, lowest: int) -> torch.Tensor:
+    """``ln p(y_L..y_K)`` in nats per tile ``(B,)`` with every latent at its prior mean: what the
+    prior-mean code costs, up to the coder's rounding of probabilities."""
+    K = model.levels
+    latents = prior_means(model, levels, lowest)
+    total = model.p_top(None, latents[K + 1]).log_prob(levels[K])
+    for k in range(K, lowest, -1):
+        total = total + likelihood(model, k, levels[k], latents[k]).log_prob(levels[k - 1])
+    return total
+
+
 class _Encoder:
     """The encoder's operations on one chunk; :func:`encode` calls them in a valid order."""
 
     def __init__(self, model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int,
-                 gray: Optional[List[torch.Tensor]]):
-        self.model, self.chunks, self.lowest, self.delta = model, chunks, lowest, delta
+                 gray: Optional[List[torch.Tensor]], bits_back: bool = True):
+        self.model, self.chunks, self.lowest, self.delta, self.bits_back = model, chunks, lowest, delta, bits_back
         self.gray = gray or [None] * len(chunks)
         self.stack = Stack(seed_words(seed))
         self.z: List[Dict[int, Latent]] = [{} for _ in chunks]
         self.parents: List[Optional[torch.Tensor]] = [None] * len(chunks)
+        # prior-mean latents depend on the levels only: all of a chunk's are known before any push
+        self.fixed = [prior_means(model, lv, lowest) for lv in chunks] if not bits_back else None
 
     def step(self, c: int, k: int) -> None:
-        """Pop z_k under q(z_k | y_{k-1}); push z_{k-1} under its prior; push y_{k-1}."""
+        """Pop z_k under q(z_k | y_{k-1}); push z_{k-1} under its prior; push y_{k-1} (prior-mean
+        latents: push y_{k-1} alone)."""
         m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
+        if not self.bits_back:
+            push_level(s, likelihood(m, k, lv[k], self.fixed[c][k]), lv[k - 1], self.gray[c])
+            return
         z[k] = pop_latent(s, m.q_z[k - 1](lv[k - 1]), d)
         if k > self.lowest + 1:
             push_latent(s, z[k - 1], prior_z(m, k - 1, lv[k - 1], z[k].value), d)
         push_level(s, likelihood(m, k, lv[k], z[k].value), lv[k - 1], self.gray[c])
 
     def top(self, c: int) -> None:
-        """Pop v under q~(v | y_K); push z_K under p(z_K | y_K, u); push y_K; push v under N(0, I)."""
+        """Pop v under q~(v | y_K); push z_K under p(z_K | y_K, u); push y_K; push v under N(0, I)
+        (prior-mean latents: push y_K alone)."""
         m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
         K = m.levels
+        if not self.bits_back:
+            fixed = self.fixed[c]
+            self.parents[c] = fixed[self.lowest + 1]
+            push_level(s, m.p_top(None, fixed[K + 1]), lv[K], self.gray[c])
+            return
         v = pop_latent(s, base_posterior(m, lv[K]), d)
         u = m.p_u.forward_flow(v.value)[0]
         if K > self.lowest:
@@ -258,8 +309,8 @@ class _Encoder:
 
 
 def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float, seed: int, level_major: bool,
-                 gray: Optional[List[torch.Tensor]]):
-    coder = _Encoder(model, chunks, lowest, delta, seed, gray)
+                 gray: Optional[List[torch.Tensor]], bits_back: bool = True):
+    coder = _Encoder(model, chunks, lowest, delta, seed, gray, bits_back)
     steps = range(lowest + 1, model.levels + 1)
     phase_start: Dict[str, int] = {}
     if level_major:
@@ -280,11 +331,12 @@ def _encode_once(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float
 
 @torch.no_grad()
 def encode(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float,
-           gray: Optional[List[torch.Tensor]] = None) -> Encoded:
+           gray: Optional[List[torch.Tensor]] = None, bits_back: bool = True) -> Encoded:
     """Bits-back encode level ``lowest`` of every chunk's levels (:func:`levels_from` of the batches
     of :func:`chunks_of`; only the levels at and above ``lowest`` are read). ``gray``: per chunk, a
     bool ``(B,)`` mask of tiles whose levels all have equal channels (:func:`gray_masks`), coded as
-    one channel.
+    one channel. ``bits_back=False``: the latents at their prior means instead (no seed, no latents
+    on the stream).
 
     x (``lowest = 0``) is coded level by level across chunks, so that a decoder meets every tile's
     coarse levels first. A lone ``y_k`` (a lossy file) is coded chunk by chunk instead: its latents
@@ -293,10 +345,10 @@ def encode(model: SelfVAE, chunks: List[Levels], lowest: int, delta: float,
     level_major = lowest == 0
     first = chunks[0][lowest]
     dims = first.shape[0] * (math.prod(model.z_shapes[lowest]) if lowest < model.levels else model.p_u.dims)
-    seed = 64 + dims * 20 // 32  # ~20 bits per latent dimension of the first pop; grown until enough
-    while True:
-        stack, phase_start, parents = _encode_once(model, chunks, lowest, delta, seed, level_major, gray)
-        if stack.low > 4:
+    seed = 64 + dims * 20 // 32 if bits_back else 0  # ~20 bits per latent dimension of the first pop
+    while True:  # grown until enough
+        stack, phase_start, parents = _encode_once(model, chunks, lowest, delta, seed, level_major, gray, bits_back)
+        if stack.low > 4 or not bits_back:
             break
         seed *= 4
     words = stack.words()
@@ -324,12 +376,22 @@ def _check_depth(stack: Stack, kept: int) -> None:
         raise CodecError("corrupt data: the stream ends before the images its header announces")
 
 
+def _check_left(stack: Stack) -> None:
+    """Before a pop of a stream without seed (prior-mean latents): every push moves the coder out of its
+    initial state, so a valid stream is not empty while anything is left to pop; an empty one means the
+    header announces more than the stream holds (checked before each level, so a corrupt header costs
+    no more decoding than the stream's own length)."""
+    if stack.empty:
+        raise CodecError("corrupt data: the stream ends before the images its header announces")
+
+
 class _Decoder:
     """The decoder's operations on one chunk, each the exact reverse of an :class:`_Encoder` one."""
 
     def __init__(self, model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[int], lowest: int,
-                 delta: float, gray: Optional[List[torch.Tensor]]):
+                 delta: float, gray: Optional[List[torch.Tensor]], bits_back: bool = True):
         self.model, self.sizes, self.lowest, self.delta, self.kept = model, sizes, lowest, delta, kept
+        self.bits_back = bits_back
         self.gray = gray or [None] * len(sizes)
         self.stack = Stack(np.concatenate([seed_words(seed)[:kept], words]).astype(np.uint32))
         K = model.levels
@@ -340,6 +402,15 @@ class _Decoder:
     def top(self, c: int) -> None:
         m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
         K = m.levels
+        if not self.bits_back:
+            u = top_latent(m, self.sizes[c])
+            _check_left(s)
+            lv[K] = pop_level(s, m.p_top(None, u), self.gray[c])
+            if K > self.lowest:
+                z[K] = prior_z(m, K, lv[K], u).mean
+            else:
+                self.parents[c] = u
+            return
         v = pop_latent(s, _standard_normal((self.sizes[c],) + m.u_shape), d)
         u = m.p_u.forward_flow(v.value)[0]
         lv[K] = pop_level(s, m.p_top(None, u), self.gray[c])
@@ -352,6 +423,14 @@ class _Decoder:
 
     def step(self, c: int, k: int) -> None:
         m, lv, z, s, d = self.model, self.chunks[c], self.z[c], self.stack, self.delta
+        if not self.bits_back:
+            _check_left(s)
+            lv[k - 1] = pop_level(s, likelihood(m, k, lv[k], z[k]), self.gray[c])
+            if k > self.lowest + 1:
+                z[k - 1] = prior_z(m, k - 1, lv[k - 1], z[k]).mean
+            else:
+                self.parents[c] = z[k]
+            return
         lv[k - 1] = pop_level(s, likelihood(m, k, lv[k], z[k].value), self.gray[c])
         if k > self.lowest + 1:
             z[k - 1] = pop_latent(s, prior_z(m, k - 1, lv[k - 1], z[k].value), d)
@@ -363,17 +442,18 @@ class _Decoder:
 
 @torch.no_grad()
 def decode(model: SelfVAE, words: np.ndarray, seed: int, kept: int, sizes: List[int], lowest: int,
-           delta: float, up_to: Optional[int] = None,
-           gray: Optional[List[torch.Tensor]] = None) -> Tuple[List[Levels], List[torch.Tensor]]:
+           delta: float, up_to: Optional[int] = None, gray: Optional[List[torch.Tensor]] = None,
+           bits_back: bool = True) -> Tuple[List[Levels], List[torch.Tensor]]:
     """Decode the chunks (of ``sizes`` tiles) down to level ``up_to`` (default ``lowest``), in the
-    order :func:`encode` used (level by level for ``lowest = 0``, else chunk by chunk).
+    order :func:`encode` used (level by level for ``lowest = 0``, else chunk by chunk), with the
+    latents :func:`encode` used (bits-back, or ``bits_back=False`` their prior means).
 
     Returns every chunk's levels (``None`` below ``up_to``) and the latent its lowest level was
     coded with (as :class:`Encoded` ``parents``). Raises :class:`CodecError` if the stream runs out
     early or does not return to its seed after a full decode (a corrupted or foreign stream)."""
     K = model.levels
     up_to = lowest if up_to is None else max(up_to, lowest)
-    coder = _Decoder(model, words, seed, kept, sizes, lowest, delta, gray)
+    coder = _Decoder(model, words, seed, kept, sizes, lowest, delta, gray, bits_back)
     order = list(reversed(range(len(sizes))))
     if lowest == 0:
         for c in order:

@@ -1,14 +1,15 @@
 """The ``.svae`` file format: a checked header, then the coded streams.
 
-All integers little-endian. Version 2 (version 1, written before lossy files could decode
-to the expected value, is read as version 2 with flag bit 2 clear):
+All integers little-endian. Version 3 (version 2, written before files could fix their
+latents at the prior means, is read as version 3 with flag bit 3 clear; version 1, written
+before lossy files could decode to the expected value, as version 2 with flag bit 2 clear):
 
 ======================  ======  ==========================================================
 field                   type    meaning
 ======================  ======  ==========================================================
 magic                   4 B     ``b"SVAE"``
-version                 u8      2
-mode                    u8      0 lossless (bits-back over the hierarchy), 1 lossy, 2 stored
+version                 u8      3
+mode                    u8      0 lossless (coded through the hierarchy), 1 lossy, 2 stored
                                 (lossless, the raw pixels: written when the model would
                                 spend more than 8 bits per pixel value)
 level                   u8      lossy: the level k whose ``y_k`` is sent; lossless: 0
@@ -16,12 +17,15 @@ flags                   u8      bit 0: lossy file also sends ``z_1..z_k``; bit 1
                                 gray images (channels 1 below) send one channel at every level;
                                 bit 2: a lossy file's levels below ``y_k`` are reconstructed as
                                 their rounded expected values (``mean``; clear: the most likely
-                                values, ``mode``)
+                                values, ``mode``); bit 3: the latents are fixed at their prior
+                                means (no bits-back: no latents on the stream, no seed; clear:
+                                bits-back coding of the latents)
 model fingerprint       32 B    SHA-256 of the model's config and weights
 latent_bits             u8      latents are coded on a grid of step ``2**-latent_bits``
 z_step_exponent         i8      lossy ``z`` is quantised with step ``2**z_step_exponent``
 tile                    u16     the model's image side S: images are cut into S x S tiles
-chunk                   u16     at most this many tiles coded together (batches 1, 2, 3, 5, ... up to it)
+chunk                   u16     at most this many tiles coded together (bits-back: batches 1, 2, 3, 5,
+                                ... up to it; prior-mean latents: batches of ``chunk``)
 seed_words              u32     length of the pseudo-random seed the stream started from
 kept_seed_words         u32     its bottom words that no pop reached (not stored; rebuilt)
 images                  u32     number of images N
@@ -58,8 +62,9 @@ import numpy as np
 import torch
 
 MAGIC = b"SVAE"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+LATENTS = ("bits-back", "prior-mean")  # how a file codes its latents (flag bit 3)
 DECODES = ("mode", "mean")  # a lossy file's reconstruction of the levels below y_k (flag bit 2)
 MODES = {0: "lossless", 1: "lossy", 2: "stored"}
 MAX_IMAGES = 1 << 20
@@ -106,6 +111,7 @@ class Header:
     images: List[ImageEntry] = field(default_factory=list)
     gray: bool = False  # tiles of gray images coded as one channel
     decode: str = "mode"  # lossy: how the levels below y_k are reconstructed (DECODES)
+    latents: str = "bits-back"  # LATENTS: bits-back, or fixed at their prior means (flag bit 3)
 
 
 def model_fingerprint(model: torch.nn.Module) -> bytes:
@@ -137,14 +143,18 @@ def pixel_checksum(image: np.ndarray) -> bytes:
 def write(header: Header, stream: np.ndarray, extra: np.ndarray, version: int = VERSION) -> bytes:
     """The file's bytes (``version`` 1: the format older readers know, for files that decode the
     same under both)."""
-    if version not in READABLE_VERSIONS or header.decode not in DECODES:
-        raise CodecError(f"cannot write format version {version} with decode '{header.decode}'")
+    if version not in READABLE_VERSIONS or header.decode not in DECODES or header.latents not in LATENTS:
+        raise CodecError(f"cannot write format version {version} with decode '{header.decode}' and latents "
+                         f"'{header.latents}'")
     if header.decode == "mean" and (version < 2 or header.mode != "lossy"):
-        raise CodecError("only a version-2 lossy file can decode its levels to their expected values")
+        raise CodecError("only a lossy file of version 2 or later can decode its levels to their expected values")
+    if header.latents == "prior-mean" and (version < 3 or header.mode == "stored"):
+        raise CodecError("only a coded file of version 3 or later can fix its latents at their prior means")
     out = io.BytesIO()
     out.write(MAGIC)
     out.write(struct.pack("<BBBB", version, {v: k for k, v in MODES.items()}[header.mode], header.level,
-                          int(header.with_z) | int(header.gray) << 1 | int(header.decode == "mean") << 2))
+                          int(header.with_z) | int(header.gray) << 1 | int(header.decode == "mean") << 2
+                          | int(header.latents == "prior-mean") << 3))
     out.write(header.fingerprint)
     out.write(struct.pack("<BbHHIIIB", header.latent_bits, header.z_step_exponent, header.tile, header.chunk,
                           header.seed_words, header.kept_seed_words, len(header.images), len(header.preview_words)))
@@ -194,8 +204,9 @@ def read(data: bytes):
         raise CodecError(f"the file was written by {newer} selfvae (format version {version}); this one reads "
                          f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     _check(mode in MODES, f"unknown mode {mode}")
-    _check(flags < (8 if version >= 2 else 4), f"unknown flags {flags}")
+    _check(flags < (16 if version >= 3 else 8 if version >= 2 else 4), f"unknown flags {flags}")
     _check(not flags & 4 or mode == 1, f"flag 'mean' on a {MODES[mode]} file")
+    _check(not flags & 8 or mode != 2, "flag 'prior-mean latents' on a stored file")
     fingerprint = r.take(32, "model fingerprint")
     latent_bits, z_exp, tile, chunk, seed, kept, n_images, n_levels = r.unpack("<BbHHIIIB", "header")
     _check(2 <= latent_bits <= 16, f"latent grid 2^-{latent_bits}")
@@ -236,5 +247,6 @@ def read(data: bytes):
         raise CodecError("corrupt data: the payload's CRC-32 does not match (the file is damaged)")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     header = Header(MODES[mode], level, bool(flags & 1), fingerprint, latent_bits, z_exp, tile, chunk, seed, kept,
-                    preview, level_checksums, images, bool(flags & 2), DECODES[bool(flags & 4)])
+                    preview, level_checksums, images, bool(flags & 2), DECODES[bool(flags & 4)],
+                    LATENTS[bool(flags & 8)])
     return header, words[:stream_words], words[stream_words:]
