@@ -127,7 +127,7 @@ def lossless_patches(model, patches: torch.Tensor, args) -> Dict:
     singles = [len(codec.encode(model, [im])) for im in images[:args.single_files]]
     figures = likelihood(model, patches, iw_samples=args.iw_samples, iw_images=args.iw_images, progress=False)
     row = {"images": n, "file_bytes": len(data), "bpd_file": 8 * len(data) / dims,
-           "bpd_stream": 32 * len(words) / dims, "bpd_single_file": 8 * np.mean(singles) / images[0].size,
+           "bpd_stream": 32 * len(words) / dims, "latents": header.latents, "bpd_single_file": 8 * np.mean(singles) / images[0].size,
            "elbo_bpd": figures["elbo_bpd"], "iw_bpd": figures["iw_bpd"], "iw_elbo_bpd": figures["iw_elbo_bpd"],
            "iw_samples": figures["iw_samples"], "iw_n_images": figures["iw_n_images"],
            "encode_images_per_s": n / encode_s, "decode_images_per_s": n / decode_s,
@@ -151,12 +151,12 @@ def lossless_photos(model, photos: Dict[str, np.ndarray]) -> Dict:
         assert np.array_equal(out.images[0], image), f"{name}: lossless round trip failed"
         tiles = codec._tiles(model, [image])
         elbo_bits = likelihood(model, tiles, progress=False)["elbo_bpd"] * tiles[0].numel() * len(tiles)
-        rows[name] = {"shape": list(image.shape), "bpd_code": 8 * len(data) / image.size,
+        rows[name] = {"shape": list(image.shape), "bpd_code": 8 * len(data) / image.size, "latents": header.latents,
                       "bpd_file": 8 * min(len(data), stored_bytes) / image.size, "stored": stored_bytes < len(data),
                       "elbo_bpd_of_its_tiles": elbo_bits / image.size, "encode_s": encode_s, "decode_s": decode_s,
                       "baselines": {b: 8 * lossless_bytes(b, image) / image.size for b in LOSSLESS}}
         print(f"  {name}: ours {rows[name]['bpd_code']:.3f} bpd, file {rows[name]['bpd_file']:.3f} "
-              f"({encode_s:.0f} s / {decode_s:.0f} s)", flush=True)
+              f"(latents {header.latents}; {encode_s:.0f} s / {decode_s:.0f} s)", flush=True)
     return rows
 
 
@@ -274,7 +274,7 @@ def lossless_report(result: Dict) -> List[str]:
     lines = [f"## Lossless, {p['images']} test patches ({result['patch_shape']}) of the {where} test split, "
              "bits per dimension", "",
              "| coder | bpd |", "|---|---:|",
-             f"| selfVAE file of all patches (bits-back) | {p['bpd_file']:.3f} |",
+             f"| selfVAE file of all patches (latents {p.get('latents', 'bits-back')}) | {p['bpd_file']:.3f} |",
              f"| selfVAE, one patch per file | {p['bpd_single_file']:.3f} |",
              f"| model -ELBO (same patches) | {p['elbo_bpd']:.3f} |"]
     if p["iw_bpd"] is not None:
@@ -298,19 +298,25 @@ def lossless_report(result: Dict) -> List[str]:
                      " | ".join(f"{r['baselines'][b]:.3f}" for b in names) + " |")
     if result.get("corpus_bounds"):
         rows = result["corpus_bounds"]
-        lines += ["", f"## Lossless, all {len(rows)} held-out photographs of the corpus: model -ELBO of the tiles "
-                  "vs whole-photo files, bits per dimension", "",
-                  "| photo | size | model -ELBO | " + " | ".join(names) + " |", "|---|---|---:|" + "---:|" * len(names)]
+        # the selfVAE file where the photo was also coded (--corpus-photos), else only the model's -ELBO
+        files = {n: photos[f"corpus: {n}"]["bpd_file"] for n in rows if f"corpus: {n}" in photos}
+        coded = len(files) == len(rows)
+        lines += ["", f"## Lossless, all {len(rows)} held-out photographs of the corpus: " +
+                  ("selfVAE files" if coded else "model -ELBO of the tiles") +
+                  " vs whole-photo files, bits per dimension", "",
+                  "| photo | size | " + ("selfVAE file | " if coded else "") + "model -ELBO | " + " | ".join(names) + " |",
+                  "|---|---|" + ("---:|" if coded else "") + "---:|" + "---:|" * len(names)]
         for name, r in rows.items():
             c, h, w = r["shape"]
-            lines.append(f"| {name} | {w}x{h}x{c} | {r['elbo_bpd']:.3f} | " +
-                         " | ".join(f"{r['baselines'][b]:.3f}" for b in names) + " |")
+            lines.append(f"| {name} | {w}x{h}x{c} | " + (f"{files[name]:.3f} | " if coded else "") +
+                         f"{r['elbo_bpd']:.3f} | " + " | ".join(f"{r['baselines'][b]:.3f}" for b in names) + " |")
         dims = {n: float(np.prod(r["shape"])) for n, r in rows.items()}
         total = sum(dims.values())
         mean = {b: sum(r["baselines"][b] * dims[n] for n, r in rows.items()) / total for b in names}
-        lines.append("| **all (pixel-weighted)** | | **{:.3f}** | ".format(
-            sum(r["elbo_bpd"] * dims[n] for n, r in rows.items()) / total) +
-            " | ".join(f"**{mean[b]:.3f}**" for b in names) + " |")
+        lines.append("| **all (pixel-weighted)** | | " +
+                     ("**{:.3f}** | ".format(sum(files[n] * dims[n] for n in rows) / total) if coded else "") +
+                     "**{:.3f}** | ".format(sum(r["elbo_bpd"] * dims[n] for n, r in rows.items()) / total) +
+                     " | ".join(f"**{mean[b]:.3f}**" for b in names) + " |")
     return lines
 
 
@@ -343,7 +349,9 @@ def main() -> None:
     p.add_argument("--out", default="runs/codec_benchmark")
     p.add_argument("--patches", type=int, default=None, help="use N test patches spread over the split (default all)")
     p.add_argument("--corpus", default=None, help="the photograph corpus: add its held-out photographs")
-    p.add_argument("--corpus-photos", type=int, default=1, help="how many of them (sorted by name; default 1)")
+    p.add_argument("--corpus-photos", type=int, default=1,
+                   help="how many of them are also coded to files (sorted by name; default 1; all of them put the "
+                        "selfVAE files in the corpus table)")
     p.add_argument("--single-files", type=int, default=32, help="patches coded one per file")
     p.add_argument("--iw-samples", type=int, default=64)
     p.add_argument("--iw-images", type=int, default=64)
