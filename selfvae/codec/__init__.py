@@ -181,6 +181,7 @@ def _code(model: SelfVAE, tiles: torch.Tensor, gray_tiles: torch.Tensor, chunk: 
     return method, levels, gray, bitsback.encode(model, levels, lowest, delta, gray, bits_back)
 
 
+@torch.no_grad()
 def _bits_back_may_pay(model: SelfVAE, tiles: torch.Tensor, chunk: int, lowest: int) -> bool:
     """Whether the one-sample ELBO of level ``lowest`` of the tiles (posterior draws from a generator
     seeded 0, so a file does not depend on the run) is at least :data:`BITS_BACK_MARGIN` below the
