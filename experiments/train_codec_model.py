@@ -190,6 +190,16 @@ def add_wall_time(out: str, seconds: float) -> None:
     write_wall_time(out, record)
 
 
+def _evaluation_of(folder: str, name: str, step: int):
+    """The JSON evaluation ``folder/name`` if it exists and is of the weights at ``step``, else None."""
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    return result if result.get("step") == step else None
+
+
 def export(args: argparse.Namespace) -> None:
     folder = last_stage(args.out)
     state = read_checkpoint(os.path.join(folder, "latest.pt"))
@@ -202,24 +212,20 @@ def export(args: argparse.Namespace) -> None:
             stage_state = read_checkpoint(path)
             stages[name] = {"train": stage_state.get("train"), "steps": int(stage_state["step"])}
     evaluation = None
-    if os.path.isfile(os.path.join(folder, "eval.json")):
-        with open(os.path.join(folder, "eval.json"), encoding="utf-8") as f:
-            result = json.load(f)
-        if result.get("step") == state["step"]:
-            evaluation = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "iw_n_images", "n_images",
-                                                     "terms_bpd")}
-            evaluation["data"] = "the corpus's held-out photographs (test split of the run)"
-            evaluation["device"] = result.get("device")
-            evaluation["precision"] = (result.get("train") or {}).get("precision")
+    result = _evaluation_of(folder, "eval.json", state["step"])
+    if result is not None:
+        evaluation = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "iw_n_images", "n_images",
+                                                 "terms_bpd")}
+        evaluation["data"] = "the corpus's held-out photographs (test split of the run)"
+        evaluation["device"] = result.get("device")
+        evaluation["precision"] = (result.get("train") or {}).get("precision")
     # a separate evaluation of the same weights (``python -m selfvae.evaluate ... --json
     # STAGE/evaluate.json``, e.g. on the CPU in fp32 when the stage trained on a GPU under bf16)
     separate = None
-    if os.path.isfile(os.path.join(folder, "evaluate.json")):
-        with open(os.path.join(folder, "evaluate.json"), encoding="utf-8") as f:
-            result = json.load(f)
-        if result.get("step") == state["step"]:
-            separate = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "n_images", "terms_bpd",
-                                                   "device", "data")}
+    result = _evaluation_of(folder, "evaluate.json", state["step"])
+    if result is not None:
+        separate = {k: result.get(k) for k in ("elbo_bpd", "iw_bpd", "iw_samples", "n_images", "terms_bpd",
+                                               "device", "data")}
     meta = {
         "name": args.name,
         "config": state["config"],

@@ -141,9 +141,9 @@ def encode(model: SelfVAE, images: Images, names: Optional[Sequence[str]] = None
     tiles = _tiles(model, images)
     delta, lowest = 2.0 ** -latent_bits, level or 0
     gray_tiles = _gray_tiles(model, [im.shape for im in images])
-    methods = [latents] if latents != "auto" else \
-        ["prior-mean"] + (["bits-back"] if _bits_back_may_pay(model, tiles, chunk, lowest) else [])
-    candidates = [_code(model, tiles, gray_tiles, chunk, lowest, delta, method) for method in methods]
+    candidates = [_code(model, tiles, gray_tiles, chunk, lowest, delta, "prior-mean" if latents == "auto" else latents)]
+    if latents == "auto" and _bits_back_may_pay(model, tiles, chunk, lowest, 32 * len(candidates[0][3].words)):
+        candidates.append(_code(model, tiles, gray_tiles, chunk, lowest, delta, "bits-back"))
     method, levels, gray, coded = min(candidates, key=lambda c: len(c[3].words))
     extra = np.zeros(0, np.uint32)
     level_sums = [bytes(8)] * (K + 1)
@@ -181,18 +181,16 @@ def _code(model: SelfVAE, tiles: torch.Tensor, gray_tiles: torch.Tensor, chunk: 
     return method, levels, gray, bitsback.encode(model, levels, lowest, delta, gray, bits_back)
 
 
-@torch.no_grad()
-def _bits_back_may_pay(model: SelfVAE, tiles: torch.Tensor, chunk: int, lowest: int) -> bool:
+def _bits_back_may_pay(model: SelfVAE, tiles: torch.Tensor, chunk: int, lowest: int, prior_mean_bits: int) -> bool:
     """Whether the one-sample ELBO of level ``lowest`` of the tiles (posterior draws from a generator
     seeded 0, so a file does not depend on the run) is at least :data:`BITS_BACK_MARGIN` below the
-    prior-mean code (in nats)."""
+    prior-mean code's ``prior_mean_bits``."""
     generator = torch.Generator().manual_seed(0)
-    elbo = prior_mean = 0.0
-    for t in torch.split(tiles, max(chunk, 1)):
-        levels = bitsback.levels_from(model, t, 0)
-        elbo += float(sum(model.terms_from(model.infer(levels[lowest], lowest), generator=generator).values()).sum())
-        prior_mean += float(bitsback.prior_mean_log_likelihood(model, levels, lowest).sum())
-    return -elbo < (1.0 - BITS_BACK_MARGIN) * -prior_mean
+    elbo = 0.0
+    for t in torch.split(tiles, chunk):
+        y = bitsback.levels_from(model, t, 0)[lowest]
+        elbo += float(sum(model.terms_from(model.infer(y, lowest), generator=generator).values()).sum())
+    return -elbo / math.log(2.0) < (1.0 - BITS_BACK_MARGIN) * prior_mean_bits
 
 
 def _raw_words(images: List[np.ndarray]) -> np.ndarray:
