@@ -14,7 +14,8 @@ Steps:
    in ``OUT/<stage>`` (32x32 patches at the photographs' own resolution, training patches from
    the training photographs only): ``base`` trains a new model, ``longer`` continues from its
    weights (``--init-from``) with a fresh schedule, ``third`` from those of ``longer`` (on a GPU
-   when there is one: ``selfvae.train`` picks CUDA and bf16 autocast by itself). A stage is done when its ``eval.json`` is
+   when there is one: ``selfvae.train`` picks CUDA and bf16 autocast by itself), ``fourth`` from
+   those of ``third``. A stage is done when its ``eval.json`` is
    for its last step. A run that stops (killed, out of time) is continued with the same command:
    the stage in progress resumes from its ``latest.pt`` with the configs stored there. When
    ``--out`` has nothing but ``--resume-from`` (default ``checkpoints/codec_photo/``, committed to
@@ -62,6 +63,8 @@ STAGES = [
     # experiments/train_variants.py): 1,600 steps in 416 s. Its committed latest.pt holds the
     # weights only (the stage is finished; nothing resumes from it but --init-from and --export).
     ("third", ["--init-from", "{longer}", "--lr", "1e-3", "--steps", "1600"] + COMMON),
+    # 2026-11-23, on the 2-core CPU (no GPU lent that session): 4,000 more steps at half the peak lr.
+    ("fourth", ["--init-from", "{third}", "--lr", "5e-4", "--steps", "4000"] + COMMON),
 ]
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -86,13 +89,17 @@ def stage_folder(out: str, name: str) -> str:
 
 
 def stage_done(folder: str) -> bool:
-    """The stage in ``folder`` ran to its last step and was evaluated there."""
+    """The stage in ``folder`` ran to its last step and was evaluated there, or its checkpoint is a
+    finished stage's weights alone (a committed stage that nothing resumes, e.g. one trained elsewhere)."""
     latest, result = os.path.join(folder, "latest.pt"), os.path.join(folder, "eval.json")
-    if not (os.path.isfile(latest) and os.path.isfile(result)):
+    if not os.path.isfile(latest):
         return False
     state = read_checkpoint(latest)
+    finished = state["step"] == state["train"]["steps"]
+    if not os.path.isfile(result):
+        return finished and "optimizer" not in state
     with open(result, encoding="utf-8") as f:
-        return json.load(f).get("step") == state["step"] == state["train"]["steps"]
+        return finished and json.load(f).get("step") == state["step"]
 
 
 def committed_stage(resume_from: str) -> str:

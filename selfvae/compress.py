@@ -4,7 +4,10 @@ The model defaults to ``photo``, the codec model shipped inside the package (:mo
 
 Lossless by default: coding through the whole hierarchy gives the exact pixels back
 (``python -m selfvae.decompress``); the latents are coded by bits-back or fixed at their prior
-means, whichever gives the shorter file (``--latents``). ``--level k`` writes a lossy file that sends ``y_k``
+means, whichever gives the shorter file (``--latents``); with prior-mean latents and a model whose
+transforms subsample (the shipped ``photo``), every level below the top is coded in overlapping
+windows over the whole image, so that pixels see their neighbours across the tiles' edges
+(``--windows``). ``--level k`` writes a lossy file that sends ``y_k``
 (losslessly) and reconstructs x from it; ``--with-z`` also sends ``z_k..z_1``.
 
 Inputs are image files of any size that Pillow or OpenCV read (PNG, JPEG, WebP, BMP,
@@ -48,6 +51,10 @@ def parse_args(argv: Optional[List[str]] = None):
                         "no initial bits; as short as the ELBO when the latents carry little), or auto (the default: "
                         "the prior-mean code, and the bits-back one too when the ELBO says it may be shorter by "
                         "1 %%; the shorter file is kept)")
+    p.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
+                   help="lossless, prior-mean latents: code the levels below the top in overlapping windows over the "
+                        "whole image (on), tile by tile (off), or in windows where the model allows it and an image "
+                        "is larger than a tile (auto, the default)")
     p.add_argument("--latent-bits", type=cli.positive_int, default=codec.DEFAULT_LATENT_BITS,
                    help="bits-back: latents coded on a grid of step 2^-B within +-8 (6)")
     p.add_argument("--z-step-exponent", type=int, default=codec.DEFAULT_Z_STEP,
@@ -86,7 +93,8 @@ def compress(args) -> dict:
     start = time.perf_counter()
     data = codec.encode(model, images, unique_names(args.inputs), level=args.level, with_z=args.with_z,
                         chunk=args.chunk, latent_bits=args.latent_bits, z_step_exponent=args.z_step_exponent,
-                        store_fallback=args.store_fallback, decode=args.decode, latents=args.latents)
+                        store_fallback=args.store_fallback, decode=args.decode, latents=args.latents,
+                        windows={"auto": None, "on": True, "off": False}[args.windows])
     seconds = time.perf_counter() - start
     tmp = f"{output}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -100,7 +108,7 @@ def compress(args) -> dict:
     if header.mode == "stored":
         kind = "stored: the model's code would have been larger than the pixels"
     else:
-        kind += f"; latents {header.latents}"
+        kind += f"; latents {header.latents}" + ("; in windows" if header.windows else "")
     print(f"{output}: {len(images)} images, {len(data):,} bytes ({kind}); {8 * len(data) / pixels:.3f} bits per pixel, "
           f"{8 * len(data) / dims:.3f} bits per dimension; {seconds:.1f} s")
     return {"bytes": len(data), "pixels": pixels, "seconds": seconds}

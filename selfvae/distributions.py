@@ -258,7 +258,7 @@ class DiscretizedLogisticMixture:
         """Total log-probability of each image: integer ``(B, C, H, W)`` -> float ``(B,)`` nats."""
         return self.log_prob_pixels(value).sum(dim=(1, 2))
 
-    def channel_pmf(self, c: int, previous: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def channel_pmf(self, c: int, previous: Optional[torch.Tensor] = None, summed: bool = False) -> torch.Tensor:
         """The distribution of channel ``c`` over all ``n`` values at every pixel, given the values
         of the channels before it (what an entropy coder needs, channel by channel).
 
@@ -269,6 +269,9 @@ class DiscretizedLogisticMixture:
         Args:
             c: channel index ``0 <= c < C``.
             previous: integer ``(B, c, H, W)`` values of channels ``0..c-1`` (None for ``c = 0``).
+            summed: add up the components' weighted CDFs and take the bins' differences once (about
+                twice as fast); False differences each component's CDF and adds up the bins, the
+                arithmetic of the codec's tile-by-tile files (their tables must not change by a rounding).
         Returns:
             float64 ``(B, H, W, n)``.
         """
@@ -290,6 +293,12 @@ class DiscretizedLogisticMixture:
             weights = torch.softmax(log_w, dim=1)  # (B, M, H, W)
             mean_c = means[:, c] + sum(coeffs[:, self._coeff_index(c, j)] * units[j] for j in range(c))
             upper = torch.linspace(-1.0 + h, 1.0 - h, n - 1, dtype=torch.float64, device=self.params.device)
+            if summed:
+                cdf = torch.zeros(B, H, W, n - 1, dtype=torch.float64, device=self.params.device)
+                for m in range(self.components):
+                    t = (upper - mean_c[:, m, ..., None]).mul_(torch.exp(-log_scales[:, c, m, ..., None])).sigmoid_()
+                    cdf.add_(t.mul_(weights[:, m, ..., None]))
+                return torch.diff(cdf, dim=-1, prepend=cdf.new_zeros(B, H, W, 1), append=cdf.new_ones(B, H, W, 1))
             pmf = torch.zeros(B, H, W, n, dtype=torch.float64, device=self.params.device)
             for m in range(self.components):  # one component at a time: (B, H, W, n) at most in memory
                 cdf = torch.sigmoid((upper - mean_c[:, m, ..., None]) * torch.exp(-log_scales[:, c, m, ..., None]))

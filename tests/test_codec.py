@@ -321,7 +321,7 @@ def test_version_2_files_still_decode_and_cannot_claim_prior_mean_latents(models
     header, stream, extra = container.read(codec.encode(model, images, store_fallback=False, latents="prior-mean"))
     with pytest.raises(codec.CodecError, match="version 3 or later"):
         container.write(header, stream, extra, version=2)
-    header.latents = "bits-back"
+    header.latents, header.windows = "bits-back", False
     forged = bytearray(container.write(header, stream, extra, version=2))
     forged[7] |= 8
     with pytest.raises(codec.CodecError, match="unknown flags"):
@@ -332,6 +332,133 @@ def _header_end(data: bytes) -> int:
     """Where a file's header CRC starts (the header's length)."""
     header, stream, extra = container.read(data)
     return len(data) - 4 * (len(stream) + len(extra)) - 8
+
+
+# --------------------------------------------------------------------------- overlapping windows
+def _owning_slot(n, tile):
+    """Independent of the codec's rule: each x coordinate's window shift (0 or tile/2), the window whose
+    central half holds it; within tile/4 of either end, the window at that end."""
+    out = []
+    for r in range(n):
+        if r < tile // 4 or r >= n - tile // 4:
+            out.append(0)
+        else:
+            out.append(((r - tile // 4) // (tile // 2)) % 2)
+    return torch.tensor(out)
+
+
+def windows_log_likelihood(model, image):
+    """ln p of a padded image ``(C, H, W)`` under the windows' code, computed from the model's
+    teacher-forced per-pixel likelihoods of the four shifted tilings: the top level of the tiles, every
+    lower level's pixel from the window owning it."""
+    S, K = model.specs[0].height, model.levels
+    C, H, W = image.shape
+    per_slot = {}
+    for a in (0, 1):
+        for b in (0, 1):
+            oy, ox = a * S // 2, b * S // 2
+            nh, nw = (H - oy) // S, (W - ox) // S
+            if nh * nw == 0:
+                continue
+            crop = image[:, oy:oy + nh * S, ox:ox + nw * S]
+            tiles = crop.reshape(C, nh, S, nw, S).permute(1, 3, 0, 2, 4).reshape(-1, C, S, S)
+            levels = bitsback.levels_from(model, tiles, 0)
+            latents = bitsback.prior_means(model, levels, 0)
+            pixels = {K: model.p_top(None, latents[K + 1]).log_prob_pixels(levels[K])}
+            for k in range(K, 0, -1):
+                pixels[k - 1] = bitsback.likelihood(model, k, levels[k], latents[k]).log_prob_pixels(levels[k - 1])
+            for k, lp in pixels.items():
+                t = lp.shape[-1]
+                whole = torch.full((H >> k, W >> k), float("nan"), dtype=lp.dtype)
+                whole[oy >> k:(oy >> k) + nh * t, ox >> k:(ox >> k) + nw * t] = \
+                    lp.reshape(nh, nw, t, t).permute(0, 2, 1, 3).reshape(nh * t, nw * t)
+                per_slot[(a, b, k)] = whole
+    total = per_slot[(0, 0, K)].sum()
+    rows, cols = _owning_slot(H, S), _owning_slot(W, S)
+    for k in range(K):
+        r, c = rows[::2 ** k], cols[::2 ** k]
+        for a in (0, 1):
+            for b in (0, 1):
+                owned = (r == a)[:, None] & (c == b)[None, :]
+                if owned.any():
+                    total = total + per_slot[(a, b, k)][owned].sum()
+    assert torch.isfinite(total)
+    return float(total.detach())
+
+
+def test_windows_round_trip_exactly_and_cost_the_likelihood_of_the_owning_windows(models):
+    """A subsample model's lossless prior-mean file codes every level below the top in overlapping
+    windows: exact (RGB and gray images of odd sizes in one file), previews equal to the tile code's,
+    and the stream costs what the owning windows' likelihoods say (within the coder's rounding),
+    computed here from the model's teacher-forced likelihoods of the four shifted tilings."""
+    model = models[("subsample", 2)]
+    assert codec.windows.unsupported(model) is None
+    images = [smooth_images(1, 45, 70, seed=31)[0].numpy(), smooth_images(1, 30, 20, channels=1, seed=32)[0].numpy(),
+              smooth_images(1, 64, 48, seed=33)[0].numpy()]
+    data = codec.encode(model, images, store_fallback=False, latents="prior-mean")
+    header, words, _ = container.read(data)
+    assert header.windows and header.latents == "prior-mean" and header.gray and data[4] == 4
+    out = codec.decode(model, data)
+    assert all(np.array_equal(a, b) for a, b in zip(out.images, images))
+    tiled = codec.encode(model, images, store_fallback=False, latents="prior-mean", windows=False)
+    assert not container.read(tiled)[0].windows
+    for k in (1, 2):
+        for got, want in zip(codec.decode(model, data, up_to_level=k).images,
+                             codec.decode(model, tiled, up_to_level=k).images):
+            assert np.array_equal(got, want)
+    preview = header.preview_words
+    assert preview[2] < preview[1] < preview[0] == len(words)
+    # the code length: one RGB image alone (the gray one sends one channel, not the model's joint)
+    one = codec.encode(model, images[:1], store_fallback=False, latents="prior-mean")
+    bits = 32 * len(container.read(one)[1])
+    padded = torch.from_numpy(np.pad(images[0], ((0, 0), (0, 3), (0, 10)), mode="edge"))  # to 48 x 80
+    nll = -windows_log_likelihood(model, padded) / np.log(2)
+    assert nll <= bits < 1.01 * nll + 64, (bits, nll)
+
+
+def test_windows_only_where_they_apply(models):
+    """Windows need transforms that keep a 2x2 phase (not downscale), lossless prior-mean files, and
+    images larger than a tile (a one-tile image is its own window: the tile code, in batches); a
+    version-3 file cannot claim them, nor a bits-back one."""
+    image = [smooth_images(1, 40, 36, seed=34)[0].numpy()]
+    downscale = models[("downscale", 3)]
+    assert "not pixel subsamplings" in codec.windows.unsupported(downscale)
+    assert not container.read(codec.encode(downscale, image, store_fallback=False))[0].windows
+    with pytest.raises(codec.CodecError, match="cannot code in windows: its transforms"):
+        codec.encode(downscale, image, windows=True)
+    model = models[("subsample", 2)]
+    with pytest.raises(codec.CodecError, match="prior-mean latents only"):
+        codec.encode(model, image, windows=True, latents="bits-back")
+    with pytest.raises(codec.CodecError, match="prior-mean latents only"):
+        codec.encode(model, image, windows=True, level=1)
+    assert not container.read(codec.encode(model, [image[0][:, :16, :16]], store_fallback=False,
+                                           latents="prior-mean"))[0].windows
+    header, stream, extra = container.read(codec.encode(model, image, store_fallback=False, latents="prior-mean"))
+    assert header.windows
+    with pytest.raises(codec.CodecError, match="version 4 or later"):
+        container.write(header, stream, extra, version=3)
+    header.windows = False
+    forged = bytearray(container.write(header, stream, extra, version=3))
+    forged[7] |= 16
+    with pytest.raises(codec.CodecError, match="unknown flags"):
+        container.read(_with_header_crc(bytes(forged), _header_end(bytes(forged))))
+    header.windows, header.latents = True, "bits-back"
+    with pytest.raises(codec.CodecError, match="version 4 or later with prior-mean"):
+        container.write(header, stream, extra)
+
+
+def test_the_shipped_model_codes_a_photograph_shorter_in_windows():
+    """On a crop of a held-out photograph (the benchmark's motorcycle, 128 x 160) the shipped model's
+    windows file is shorter than its tile-by-tile file, and exact."""
+    from selfvae import shipped
+    model, _ = shipped.load("photo")
+    path = os.path.join(os.path.dirname(__import__("skimage").__file__), "data", "motorcycle_left.png")
+    image = read_image(path)[:, 200:328, 300:460].copy()
+    windowed = codec.encode(model, [image])
+    tiled = codec.encode(model, [image], windows=False)
+    assert container.read(windowed)[0].windows
+    assert len(windowed) < 0.99 * len(tiled), (len(windowed), len(tiled))
+    assert np.array_equal(codec.decode(model, windowed).images[0], image)
 
 
 def test_gray_coding_is_off_when_a_level_is_not_gray():
@@ -404,8 +531,14 @@ def test_lossy_needs_levels_and_a_level_in_range(models):
 
 
 # --------------------------------------------------------------------------- the container's checks
-@pytest.fixture(scope="module", params=["bits-back", "prior-mean"])
+@pytest.fixture(scope="module", params=["bits-back", "prior-mean", "windows"])
 def sample_file(models, request):
+    if request.param == "windows":  # a subsample model: its prior-mean files are coded in windows
+        model = models[("subsample", 2)]
+        images = [smooth_images(1, 40, 36, seed=s)[0].numpy() for s in range(2)]
+        data = codec.encode(model, images, names=["a", "b"], store_fallback=False, latents="prior-mean")
+        assert container.read(data)[0].windows
+        return model, images, data
     model = models[("downscale", 1)]
     images = [smooth_images(1, 20, 18, seed=s)[0].numpy() for s in range(2)]
     return model, images, codec.encode(model, images, names=["a", "b"], store_fallback=False, latents=request.param)

@@ -215,7 +215,9 @@ def chunk_sizes(total: int, chunk: int, lowest: int = 0, bits_back: bool = True)
     reuses the latents the chunk before it pushed, plus only the small net cost of ``y_k``: batches
     grow by one tile (1, 2, 3, ...). The encoder adds initial bits where the schedule falls short.
     """
-    sizes, size = [], 1 if bits_back else chunk
+    if not bits_back:
+        return [chunk] * (total // chunk) + ([total % chunk] if total % chunk else [])
+    sizes, size = [], 1
     while total > 0:
         sizes.append(min(size, chunk, total))
         total -= sizes[-1]

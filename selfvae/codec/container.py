@@ -1,14 +1,16 @@
 """The ``.svae`` file format: a checked header, then the coded streams.
 
-All integers little-endian. Version 3 (version 2, written before files could fix their
-latents at the prior means, is read as version 3 with flag bit 3 clear; version 1, written
-before lossy files could decode to the expected value, as version 2 with flag bit 2 clear):
+All integers little-endian. Version 4 (version 3, written before lossless files could be
+coded in overlapping windows, is read as version 4 with flag bit 4 clear; version 2, written
+before files could fix their latents at the prior means, as version 3 with flag bit 3 clear;
+version 1, written before lossy files could decode to the expected value, as version 2 with
+flag bit 2 clear):
 
 ======================  ======  ==========================================================
 field                   type    meaning
 ======================  ======  ==========================================================
 magic                   4 B     ``b"SVAE"``
-version                 u8      3
+version                 u8      4
 mode                    u8      0 lossless (coded through the hierarchy), 1 lossy, 2 stored
                                 (lossless, the raw pixels: written when the model would
                                 spend more than 8 bits per pixel value)
@@ -19,7 +21,10 @@ flags                   u8      bit 0: lossy file also sends ``z_1..z_k``; bit 1
                                 their rounded expected values (``mean``; clear: the most likely
                                 values, ``mode``); bit 3: the latents are fixed at their prior
                                 means (no bits-back: no latents on the stream, no seed; clear:
-                                bits-back coding of the latents)
+                                bits-back coding of the latents); bit 4: a lossless file with
+                                prior-mean latents codes every level below ``y_K`` in
+                                overlapping windows over each whole image (:mod:`.windows`;
+                                clear: tile by tile)
 model fingerprint       32 B    SHA-256 of the model's config and weights
 latent_bits             u8      latents are coded on a grid of step ``2**-latent_bits``
 z_step_exponent         i8      lossy ``z`` is quantised with step ``2**z_step_exponent``
@@ -62,8 +67,8 @@ import numpy as np
 import torch
 
 MAGIC = b"SVAE"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 LATENTS = ("bits-back", "prior-mean")  # how a file codes its latents (flag bit 3)
 DECODES = ("mode", "mean")  # a lossy file's reconstruction of the levels below y_k (flag bit 2)
 MODES = {0: "lossless", 1: "lossy", 2: "stored"}
@@ -112,6 +117,7 @@ class Header:
     gray: bool = False  # tiles of gray images coded as one channel
     decode: str = "mode"  # lossy: how the levels below y_k are reconstructed (DECODES)
     latents: str = "bits-back"  # LATENTS: bits-back, or fixed at their prior means (flag bit 3)
+    windows: bool = False  # levels below y_K coded in overlapping windows (flag bit 4)
 
 
 def model_fingerprint(model: torch.nn.Module) -> bytes:
@@ -150,11 +156,13 @@ def write(header: Header, stream: np.ndarray, extra: np.ndarray, version: int = 
         raise CodecError("only a lossy file of version 2 or later can decode its levels to their expected values")
     if header.latents == "prior-mean" and (version < 3 or header.mode == "stored"):
         raise CodecError("only a coded file of version 3 or later can fix its latents at their prior means")
+    if header.windows and (version < 4 or header.mode != "lossless" or header.latents != "prior-mean"):
+        raise CodecError("only a lossless file of version 4 or later with prior-mean latents can be coded in windows")
     out = io.BytesIO()
     out.write(MAGIC)
     out.write(struct.pack("<BBBB", version, {v: k for k, v in MODES.items()}[header.mode], header.level,
                           int(header.with_z) | int(header.gray) << 1 | int(header.decode == "mean") << 2
-                          | int(header.latents == "prior-mean") << 3))
+                          | int(header.latents == "prior-mean") << 3 | int(header.windows) << 4))
     out.write(header.fingerprint)
     out.write(struct.pack("<BbHHIIIB", header.latent_bits, header.z_step_exponent, header.tile, header.chunk,
                           header.seed_words, header.kept_seed_words, len(header.images), len(header.preview_words)))
@@ -204,9 +212,11 @@ def read(data: bytes):
         raise CodecError(f"the file was written by {newer} selfvae (format version {version}); this one reads "
                          f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     _check(mode in MODES, f"unknown mode {mode}")
-    _check(flags < (16 if version >= 3 else 8 if version >= 2 else 4), f"unknown flags {flags}")
+    _check(flags < (32 if version >= 4 else 16 if version >= 3 else 8 if version >= 2 else 4), f"unknown flags {flags}")
     _check(not flags & 4 or mode == 1, f"flag 'mean' on a {MODES[mode]} file")
     _check(not flags & 8 or mode != 2, "flag 'prior-mean latents' on a stored file")
+    _check(not flags & 16 or mode == 0 and flags & 8, "flag 'windows' on a file that is not lossless with prior-mean "
+                                                      "latents")
     fingerprint = r.take(32, "model fingerprint")
     latent_bits, z_exp, tile, chunk, seed, kept, n_images, n_levels = r.unpack("<BbHHIIIB", "header")
     _check(2 <= latent_bits <= 16, f"latent grid 2^-{latent_bits}")
@@ -248,5 +258,5 @@ def read(data: bytes):
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     header = Header(MODES[mode], level, bool(flags & 1), fingerprint, latent_bits, z_exp, tile, chunk, seed, kept,
                     preview, level_checksums, images, bool(flags & 2), DECODES[bool(flags & 4)],
-                    LATENTS[bool(flags & 8)])
+                    LATENTS[bool(flags & 8)], bool(flags & 16))
     return header, words[:stream_words], words[stream_words:]
