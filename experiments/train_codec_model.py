@@ -46,7 +46,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from selfvae import shipped  # noqa: E402
-from selfvae.checkpoint import evaluated_weights, read_checkpoint, save_checkpoint  # noqa: E402
+from selfvae.checkpoint import CheckpointError, evaluated_weights, read_checkpoint, save_checkpoint  # noqa: E402
 
 #: The model of ``photo``: the small preset with one width at every resolution, the ``subsample``
 #: pyramid (each level is the first 2x2 phase of the one below) and every level coded in 2x2
@@ -213,11 +213,17 @@ def export(args: argparse.Namespace) -> None:
     wall = read_wall_time(args.out)
     seconds = wall["seconds"] + (time.time() - wall["running_since"] if "running_since" in wall else 0.0)
     stages = {}
+    try:  # stages trained elsewhere (this run continued from a committed one) keep their shipped record
+        shipped_stages = shipped.record(args.name).get("stages", {})
+    except CheckpointError:  # no record yet
+        shipped_stages = {}
     for name, _ in STAGES:
         path = os.path.join(stage_folder(args.out, name), "latest.pt")
         if os.path.isfile(path):
             stage_state = read_checkpoint(path)
             stages[name] = {"train": stage_state.get("train"), "steps": int(stage_state["step"])}
+        elif name in shipped_stages:
+            stages[name] = shipped_stages[name]
     evaluation = None
     result = _evaluation_of(folder, "eval.json", state["step"])
     if result is not None:
@@ -269,7 +275,12 @@ def export(args: argparse.Namespace) -> None:
 def save_resume(args: argparse.Namespace) -> None:
     folder = last_stage(args.out)
     os.makedirs(args.resume_from, exist_ok=True)
-    shutil.copyfile(os.path.join(folder, "latest.pt"), os.path.join(args.resume_from, "latest.pt"))
+    state = read_checkpoint(os.path.join(folder, "latest.pt"))
+    if stage_done(folder):  # finished: its weights alone (nothing resumes it; later stages --init-from it)
+        save_checkpoint({k: state[k] for k in ("config", "step", "train", "evaluate_on") if k in state}
+                        | {"model": evaluated_weights(state)}, os.path.join(args.resume_from, "latest.pt"))
+    else:
+        shutil.copyfile(os.path.join(folder, "latest.pt"), os.path.join(args.resume_from, "latest.pt"))
     with open(os.path.join(args.resume_from, "stage.json"), "w", encoding="utf-8") as f:
         json.dump({"stage": os.path.basename(folder)}, f)
         f.write("\n")

@@ -94,3 +94,32 @@ def test_evaluate_defaults_to_the_shipped_model_on_the_built_in_test_photographs
     assert result["shipped"] == "photo" and result["data"]["dataset"] == "default"
     assert result["data"]["split"] == "test" and result["n_images"] == 4
     assert np.isfinite(result["elbo_bpd"]) and result["iw_bpd"] <= result["iw_elbo_bpd"] + 1e-6
+
+
+def test_the_recipe_takes_a_finished_weights_only_stage_as_done_and_resumes_an_unfinished_one(tmp_path):
+    """The codec recipe continues from a committed stage: a finished stage's weights alone (no optimiser
+    state, step = its planned steps) is done, so the next stage starts from it; a checkpoint with
+    optimiser state but no evaluation at its last step, or one short of its steps, is resumed."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+    import train_codec_model as recipe
+    from selfvae.checkpoint import save_checkpoint
+
+    def stage(name, step, steps, optimizer, evaluated=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        state = {"config": {}, "model": {}, "step": step, "train": {"steps": steps}}
+        if optimizer:
+            state["optimizer"] = {}
+        save_checkpoint(state, str(folder / "latest.pt"))
+        if evaluated is not None:
+            (folder / "eval.json").write_text(json.dumps({"step": evaluated}))
+        return str(folder)
+
+    assert recipe.stage_done(stage("weights_only", 1600, 1600, optimizer=False))
+    assert not recipe.stage_done(stage("weights_only_short", 1500, 1600, optimizer=False))
+    assert not recipe.stage_done(stage("unevaluated", 1600, 1600, optimizer=True))
+    assert recipe.stage_done(stage("evaluated", 4000, 4000, optimizer=True, evaluated=4000))
+    assert not recipe.stage_done(stage("evaluated_earlier", 4000, 4000, optimizer=True, evaluated=3000))
+    assert not recipe.stage_done(str(tmp_path / "missing"))
+    names = [name for name, _ in recipe.STAGES]
+    assert names[:3] == ["base", "longer", "third"] and len(set(names)) == len(names)
