@@ -347,10 +347,10 @@ def _owning_slot(n, tile):
     return torch.tensor(out)
 
 
-def windows_log_likelihood(model, image):
+def windows_log_likelihood(model, image, real):
     """ln p of a padded image ``(C, H, W)`` under the windows' code, computed from the model's
     teacher-forced per-pixel likelihoods of the four shifted tilings: the top level of the tiles, every
-    lower level's pixel from the window owning it."""
+    lower level's pixel from the window owning it, only where the image ``real = (h, w)`` has pixels."""
     S, K = model.specs[0].height, model.levels
     C, H, W = image.shape
     per_slot = {}
@@ -377,9 +377,11 @@ def windows_log_likelihood(model, image):
     rows, cols = _owning_slot(H, S), _owning_slot(W, S)
     for k in range(K):
         r, c = rows[::2 ** k], cols[::2 ** k]
+        inside = torch.zeros(H >> k, W >> k, dtype=torch.bool)
+        inside[:-(-real[0] // 2 ** k), :-(-real[1] // 2 ** k)] = True
         for a in (0, 1):
             for b in (0, 1):
-                owned = (r == a)[:, None] & (c == b)[None, :]
+                owned = (r == a)[:, None] & (c == b)[None, :] & inside
                 if owned.any():
                     total = total + per_slot[(a, b, k)][owned].sum()
     assert torch.isfinite(total)
@@ -408,12 +410,30 @@ def test_windows_round_trip_exactly_and_cost_the_likelihood_of_the_owning_window
             assert np.array_equal(got, want)
     preview = header.preview_words
     assert preview[2] < preview[1] < preview[0] == len(words)
-    # the code length: one RGB image alone (the gray one sends one channel, not the model's joint)
+    # the padding (45 x 70 -> 48 x 80): each level a subsample of the one below, the image's own pixels
+    # where it has them, elsewhere the last row / column of the same parity repeated
+    x = torch.from_numpy(np.pad(images[0], ((0, 0), (0, 3), (0, 10)), mode="edge"))[None]
+    levels = codec.windows.padded_levels(model, x, 45, 70)
+    for k in range(3):
+        h, w = -(-45 // 2 ** k), -(-70 // 2 ** k)
+        assert torch.equal(levels[k][0, :, :h, :w], torch.from_numpy(images[0][:, ::2 ** k, ::2 ** k]))
+        if k:
+            assert torch.equal(levels[k], levels[k - 1][:, :, ::2, ::2])
+    H, W = levels[0].shape[-2:]
+    for r in range(45, H):
+        source = 44 if r % 2 == 0 else 43
+        assert torch.equal(levels[0][0, :, r, 1::2], levels[0][0, :, source, 1::2])
+    for c in range(70, W):
+        source = 69 if c % 2 else 68
+        assert torch.equal(levels[0][0, :, 1::2, c], levels[0][0, :, 1::2, source])
+    # the code length: one RGB image alone (the gray one sends one channel, not the model's joint); the
+    # padding costs nothing
     one = codec.encode(model, images[:1], store_fallback=False, latents="prior-mean")
     bits = 32 * len(container.read(one)[1])
-    padded = torch.from_numpy(np.pad(images[0], ((0, 0), (0, 3), (0, 10)), mode="edge"))  # to 48 x 80
-    nll = -windows_log_likelihood(model, padded) / np.log(2)
+    nll = -windows_log_likelihood(model, levels[0][0], (45, 70)) / np.log(2)
     assert nll <= bits < 1.01 * nll + 64, (bits, nll)
+    assert bits < 32 * len(container.read(codec.encode(model, images[:1], store_fallback=False, latents="prior-mean",
+                                                         windows=False))[1])
 
 
 def test_windows_only_where_they_apply(models):

@@ -206,8 +206,8 @@ def _windows_wanted(model: SelfVAE, images: List[np.ndarray], windows: Optional[
 
 
 def _code_windows(model: SelfVAE, images: List[np.ndarray], tiles: torch.Tensor, gray_tiles: torch.Tensor, chunk: int):
-    """The prior-mean code in windows: ``(method, levels per chunk of tiles, gray masks, Encoded)`` as
-    :func:`_code` (the tiles' levels give the checksums; the same gray rule)."""
+    """The prior-mean code in windows: ``(method, levels, gray masks, Encoded)`` as :func:`_code` (the
+    levels as one batch of tiles, for the checksums; the same gray rule as the tile code)."""
     levels = [bitsback.levels_from(model, t, 0) for t in bitsback.chunks_of(tiles, chunk, 0, False)]
     gray = bitsback.gray_masks(levels, list(torch.split(gray_tiles, [len(lv[0]) for lv in levels])), 0)
     plan = windows_code.plan(model, [im.shape for im in images], chunk, gray_tiles, gray is not None)
@@ -216,8 +216,10 @@ def _code_windows(model: SelfVAE, images: List[np.ndarray], tiles: torch.Tensor,
         n = (h // S) * (w // S)
         padded.append(windows_code.full(tiles[start:start + n], h // S, w // S))
         start += n
-    words, preview = windows_code.encode(model, padded, plan, chunk)
-    return "prior-mean", levels, gray, bitsback.Encoded(words, 0, 0, preview, [])
+    words, preview, coded = windows_code.encode(model, padded, plan, chunk)
+    # the checksums are of the levels the windows code (their padding is theirs), as one batch of tiles
+    tiled = [torch.cat([windows_code.to_tiles(lv[k], S // 2 ** k) for lv in coded]) for k in range(model.levels + 1)]
+    return "prior-mean", [tiled], gray, bitsback.Encoded(words, 0, 0, preview, [])
 
 
 def _code(model: SelfVAE, tiles: torch.Tensor, gray_tiles: torch.Tensor, chunk: int, lowest: int, delta: float,

@@ -23,8 +23,8 @@ flags                   u8      bit 0: lossy file also sends ``z_1..z_k``; bit 1
                                 means (no bits-back: no latents on the stream, no seed; clear:
                                 bits-back coding of the latents); bit 4: a lossless file with
                                 prior-mean latents codes every level below ``y_K`` in
-                                overlapping windows over each whole image (:mod:`.windows`;
-                                clear: tile by tile)
+                                overlapping windows over each whole image, its padding not
+                                coded (:mod:`.windows`; clear: tile by tile)
 model fingerprint       32 B    SHA-256 of the model's config and weights
 latent_bits             u8      latents are coded on a grid of step ``2**-latent_bits``
 z_step_exponent         i8      lossy ``z`` is quantised with step ``2**z_step_exponent``
