@@ -152,16 +152,21 @@ def lossless_photos(model, photos: Dict[str, np.ndarray]) -> Dict:
         # the same code tile by tile, where the file was coded in windows (side by side: what the windows pay)
         bpd_tiles = (8 * len(codec.encode(model, [image], [name], store_fallback=False, windows=False)) / image.size
                      if header.windows else None)
+        # and each pixel under the window owning it, where the file mixed the windows (what the mixture pays)
+        bpd_owner = (8 * len(codec.encode(model, [image], [name], store_fallback=False, window_rule="owner"))
+                     / image.size if header.window_mixture else None)
         tiles = codec._tiles(model, [image])
         elbo_bits = likelihood(model, tiles, progress=False)["elbo_bpd"] * tiles[0].numel() * len(tiles)
         rows[name] = {"shape": list(image.shape), "bpd_code": 8 * len(data) / image.size, "latents": header.latents,
-                      "windows": header.windows, "bpd_tiles": bpd_tiles,
+                      "windows": header.windows, "window_mixture": header.window_mixture, "bpd_tiles": bpd_tiles,
+                      "bpd_owner": bpd_owner,
                       "bpd_file": 8 * min(len(data), stored_bytes) / image.size, "stored": stored_bytes < len(data),
                       "elbo_bpd_of_its_tiles": elbo_bits / image.size, "encode_s": encode_s, "decode_s": decode_s,
                       "baselines": {b: 8 * lossless_bytes(b, image) / image.size for b in LOSSLESS}}
         print(f"  {name}: ours {rows[name]['bpd_code']:.3f} bpd, file {rows[name]['bpd_file']:.3f} "
-              f"(latents {header.latents}, windows {header.windows}: tile by tile "
-              f"{'%.3f' % bpd_tiles if bpd_tiles else '-'}; {encode_s:.0f} s / {decode_s:.0f} s)", flush=True)
+              f"(latents {header.latents}, windows {header.windows}, mixture {header.window_mixture}: owner rule "
+              f"{'%.3f' % bpd_owner if bpd_owner else '-'}, tile by tile {'%.3f' % bpd_tiles if bpd_tiles else '-'}; "
+              f"{encode_s:.0f} s / {decode_s:.0f} s)", flush=True)
     return rows
 
 
@@ -293,14 +298,15 @@ def lossless_report(result: Dict) -> List[str]:
     photos = result["photos"]
     names = list(LOSSLESS)
     lines += ["## Lossless, whole held-out photographs, bits per dimension", "",
-              "| photo | size | selfVAE file | its model code | same code tile by tile | model -ELBO of its tiles | " +
-              " | ".join(names) + " |",
-              "|---|---|---:|---:|---:|---:|" + "---:|" * len(names)]
+              "| photo | size | selfVAE file | its model code | owner windows | same code tile by tile | "
+              "model -ELBO of its tiles | " + " | ".join(names) + " |",
+              "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(names)]
     for name, r in photos.items():
         c, h, w = r["shape"]
         stored = " (stored)" if r["stored"] else ""
         tiled = f"{r['bpd_tiles']:.3f}" if r.get("bpd_tiles") else "–"
-        lines.append(f"| {name} | {w}x{h}x{c} | {r['bpd_file']:.3f}{stored} | {r['bpd_code']:.3f} | {tiled} | "
+        owner = f"{r['bpd_owner']:.3f}" if r.get("bpd_owner") else "–"
+        lines.append(f"| {name} | {w}x{h}x{c} | {r['bpd_file']:.3f}{stored} | {r['bpd_code']:.3f} | {owner} | {tiled} | "
                      f"{r['elbo_bpd_of_its_tiles']:.3f} | " +
                      " | ".join(f"{r['baselines'][b]:.3f}" for b in names) + " |")
     if result.get("corpus_bounds"):
@@ -309,23 +315,27 @@ def lossless_report(result: Dict) -> List[str]:
         files = {n: photos[f"corpus: {n}"]["bpd_file"] for n in rows if f"corpus: {n}" in photos}
         tiled = {n: photos[f"corpus: {n}"].get("bpd_tiles") or photos[f"corpus: {n}"]["bpd_file"]
                  for n in rows if f"corpus: {n}" in photos}
+        owner = {n: photos[f"corpus: {n}"].get("bpd_owner") or photos[f"corpus: {n}"]["bpd_file"]
+                 for n in rows if f"corpus: {n}" in photos}
         coded = len(files) == len(rows)
         lines += ["", f"## Lossless, all {len(rows)} held-out photographs of the corpus: " +
                   ("selfVAE files" if coded else "model -ELBO of the tiles") +
                   " vs whole-photo files, bits per dimension", "",
-                  "| photo | size | " + ("selfVAE file | tile by tile | " if coded else "") + "model -ELBO | " +
-                  " | ".join(names) + " |",
-                  "|---|---|" + ("---:|---:|" if coded else "") + "---:|" + "---:|" * len(names)]
+                  "| photo | size | " + ("selfVAE file | owner windows | tile by tile | " if coded else "") +
+                  "model -ELBO | " + " | ".join(names) + " |",
+                  "|---|---|" + ("---:|---:|---:|" if coded else "") + "---:|" + "---:|" * len(names)]
         for name, r in rows.items():
             c, h, w = r["shape"]
-            lines.append(f"| {name} | {w}x{h}x{c} | " + (f"{files[name]:.3f} | {tiled[name]:.3f} | " if coded else "") +
+            lines.append(f"| {name} | {w}x{h}x{c} | " +
+                         (f"{files[name]:.3f} | {owner[name]:.3f} | {tiled[name]:.3f} | " if coded else "") +
                          f"{r['elbo_bpd']:.3f} | " + " | ".join(f"{r['baselines'][b]:.3f}" for b in names) + " |")
         dims = {n: float(np.prod(r["shape"])) for n, r in rows.items()}
         total = sum(dims.values())
         mean = {b: sum(r["baselines"][b] * dims[n] for n, r in rows.items()) / total for b in names}
         lines.append("| **all (pixel-weighted)** | | " +
-                     ("**{:.3f}** | **{:.3f}** | ".format(sum(files[n] * dims[n] for n in rows) / total,
-                                                         sum(tiled[n] * dims[n] for n in rows) / total)
+                     ("**{:.3f}** | {:.3f} | {:.3f} | ".format(sum(files[n] * dims[n] for n in rows) / total,
+                                                             sum(owner[n] * dims[n] for n in rows) / total,
+                                                             sum(tiled[n] * dims[n] for n in rows) / total)
                       if coded else "") +
                      "**{:.3f}** | ".format(sum(r["elbo_bpd"] * dims[n] for n, r in rows.items()) / total) +
                      " | ".join(f"**{mean[b]:.3f}**" for b in names) + " |")

@@ -1,6 +1,7 @@
 """The codec: exact lossless round trips (decoded in another process), previews, lossy operating
 points, the file format's checks, and >= 1,000 damaged files that each give a clear error."""
 import copy
+import math
 import os
 import struct
 import subprocess
@@ -321,7 +322,7 @@ def test_version_2_files_still_decode_and_cannot_claim_prior_mean_latents(models
     header, stream, extra = container.read(codec.encode(model, images, store_fallback=False, latents="prior-mean"))
     with pytest.raises(codec.CodecError, match="version 3 or later"):
         container.write(header, stream, extra, version=2)
-    header.latents, header.windows = "bits-back", False
+    header.latents, header.windows, header.window_mixture = "bits-back", False, False
     forged = bytearray(container.write(header, stream, extra, version=2))
     forged[7] |= 8
     with pytest.raises(codec.CodecError, match="unknown flags"):
@@ -347,10 +348,29 @@ def _owning_slot(n, tile):
     return torch.tensor(out)
 
 
-def windows_log_likelihood(model, image, real):
+def _mixture_log_weights(n, tile, level):
+    """Independent of the codec's rule: for each coordinate of level ``level`` (``n`` of them) and each of the
+    two window shifts (0, tile/2): whether a window covers it, and its distance in x pixels to that
+    window's nearer edge."""
+    s, t = 2 ** level, tile // 2 ** level
+    out = []
+    for shift in (0, tile // 2):
+        starts = list(range(shift // s, n - t + 1, t))
+        covered, distance = [], []
+        for r in range(n):
+            start = [a for a in starts if a <= r < a + t]
+            covered.append(bool(start))
+            distance.append(min(r - start[0], start[0] + t - 1 - r) * s if start else 0)
+        out.append((torch.tensor(covered), torch.tensor(distance, dtype=torch.float64)))
+    return out
+
+
+def windows_log_likelihood(model, image, real, rule="owner", beta=0.2):
     """ln p of a padded image ``(C, H, W)`` under the windows' code, computed from the model's
     teacher-forced per-pixel likelihoods of the four shifted tilings: the top level of the tiles, every
-    lower level's pixel from the window owning it, only where the image ``real = (h, w)`` has pixels."""
+    lower level's pixel from the window owning it (``owner``) or under the mixture of the windows covering
+    it, weighted by ``exp(beta * min(distance to the window's edge, tile / 2))`` (``mixture``), only where
+    the image ``real = (h, w)`` has pixels."""
     S, K = model.specs[0].height, model.levels
     C, H, W = image.shape
     per_slot = {}
@@ -376,9 +396,25 @@ def windows_log_likelihood(model, image, real):
     total = per_slot[(0, 0, K)].sum()
     rows, cols = _owning_slot(H, S), _owning_slot(W, S)
     for k in range(K):
-        r, c = rows[::2 ** k], cols[::2 ** k]
         inside = torch.zeros(H >> k, W >> k, dtype=torch.bool)
         inside[:-(-real[0] // 2 ** k), :-(-real[1] // 2 ** k)] = True
+        if rule == "mixture":
+            along_y, along_x = _mixture_log_weights(H >> k, S, k), _mixture_log_weights(W >> k, S, k)
+            weighted, weights = [], []  # log(alpha_w p_w) and log alpha_w (unnormalised), -inf where w does not cover
+            for a in (0, 1):
+                for b in (0, 1):
+                    (cy, dy), (cx, dx) = along_y[a], along_x[b]
+                    cover = cy[:, None] & cx[None, :]
+                    lp = per_slot.get((a, b, k), torch.full(cover.shape, float("nan"))).double()
+                    assert torch.equal(cover, ~torch.isnan(lp))  # the tilings cover what the rule says
+                    logw = torch.where(cover, beta * torch.minimum(dy[:, None], dx[None, :]).clamp(max=S // 2),
+                                       torch.tensor(-math.inf, dtype=torch.float64))
+                    weights.append(logw)
+                    weighted.append(logw + torch.nan_to_num(lp))
+            mixture = torch.logsumexp(torch.stack(weighted), 0) - torch.logsumexp(torch.stack(weights), 0)
+            total = total + mixture[inside].sum()
+            continue
+        r, c = rows[::2 ** k], cols[::2 ** k]
         for a in (0, 1):
             for b in (0, 1):
                 owned = (r == a)[:, None] & (c == b)[None, :] & inside
@@ -397,9 +433,10 @@ def test_windows_round_trip_exactly_and_cost_the_likelihood_of_the_owning_window
     assert codec.windows.unsupported(model) is None
     images = [smooth_images(1, 45, 70, seed=31)[0].numpy(), smooth_images(1, 30, 20, channels=1, seed=32)[0].numpy(),
               smooth_images(1, 64, 48, seed=33)[0].numpy()]
-    data = codec.encode(model, images, store_fallback=False, latents="prior-mean")
+    data = codec.encode(model, images, store_fallback=False, latents="prior-mean", window_rule="owner")
     header, words, _ = container.read(data)
-    assert header.windows and header.latents == "prior-mean" and header.gray and data[4] == 4
+    assert header.windows and not header.window_mixture and header.latents == "prior-mean" and header.gray
+    assert data[4] == container.VERSION
     out = codec.decode(model, data)
     assert all(np.array_equal(a, b) for a, b in zip(out.images, images))
     tiled = codec.encode(model, images, store_fallback=False, latents="prior-mean", windows=False)
@@ -428,12 +465,74 @@ def test_windows_round_trip_exactly_and_cost_the_likelihood_of_the_owning_window
         assert torch.equal(levels[0][0, :, 1::2, c], levels[0][0, :, 1::2, source])
     # the code length: one RGB image alone (the gray one sends one channel, not the model's joint); the
     # padding costs nothing
-    one = codec.encode(model, images[:1], store_fallback=False, latents="prior-mean")
+    one = codec.encode(model, images[:1], store_fallback=False, latents="prior-mean", window_rule="owner")
     bits = 32 * len(container.read(one)[1])
     nll = -windows_log_likelihood(model, levels[0][0], (45, 70)) / np.log(2)
     assert nll <= bits < 1.01 * nll + 64, (bits, nll)
     assert bits < 32 * len(container.read(codec.encode(model, images[:1], store_fallback=False, latents="prior-mean",
                                                          windows=False))[1])
+
+
+def test_mixed_windows_round_trip_exactly_and_cost_the_mixture_of_the_windows(models):
+    """Under the mixture rule (the default where images fit it) each pixel below the top is coded under
+    the mixture of the windows covering it: exact (RGB and gray images of odd sizes), the same previews,
+    and the stream costs the mixture's likelihood, computed here from the four tilings' teacher-forced
+    per-pixel likelihoods and weights of the rule's definition; each pixel's weights sum to one."""
+    model = models[("subsample", 2)]
+    images = [smooth_images(1, 45, 70, seed=31)[0].numpy(), smooth_images(1, 30, 20, channels=1, seed=32)[0].numpy(),
+              smooth_images(1, 64, 48, seed=33)[0].numpy()]
+    data = codec.encode(model, images, store_fallback=False, latents="prior-mean")
+    header, words, _ = container.read(data)
+    assert header.windows and header.window_mixture and data[4] == container.VERSION == 5
+    assert all(np.array_equal(a, b) for a, b in zip(codec.decode(model, data).images, images))
+    owner = codec.encode(model, images, store_fallback=False, latents="prior-mean", window_rule="owner")
+    for k in (1, 2):
+        for got, want in zip(codec.decode(model, data, up_to_level=k).images,
+                             codec.decode(model, owner, up_to_level=k).images):
+            assert np.array_equal(got, want)
+    for level in range(2):
+        logw = codec.windows.mixture_log_weights(48, 80, level, 16).double()
+        assert torch.allclose(torch.logsumexp(logw, 0), torch.zeros((), dtype=torch.float64), atol=1e-6)
+    x = torch.from_numpy(np.pad(images[0], ((0, 0), (0, 3), (0, 10)), mode="edge"))[None]
+    levels = codec.windows.padded_levels(model, x, 45, 70)
+    one = codec.encode(model, images[:1], store_fallback=False, latents="prior-mean", window_rule="mixture")
+    bits = 32 * len(container.read(one)[1])
+    nll = -windows_log_likelihood(model, levels[0][0], (45, 70), rule="mixture") / np.log(2)
+    assert nll <= bits < 1.01 * nll + 64, (bits, nll)
+    # another beta gives another likelihood: the check above pins the rule's weights
+    assert abs(-windows_log_likelihood(model, levels[0][0], (45, 70), rule="mixture", beta=1.0) / np.log(2) - nll) > 1
+
+
+def test_window_rules_where_they_apply(models, monkeypatch):
+    """``auto`` mixes the windows where the images fit the mixture's pixel limit, else takes the owner
+    rule; asking for the mixture beyond it is an error naming the limit; a version-4 file cannot claim
+    the mixture, nor a file not coded in windows; version-4 files (owner windows) still decode."""
+    model = models[("subsample", 2)]
+    image = [smooth_images(1, 40, 36, seed=34)[0].numpy()]
+    assert container.read(codec.encode(model, image, store_fallback=False))[0].window_mixture
+    monkeypatch.setattr(codec.windows, "MIX_MAX_PIXELS", 32 * 32)
+    header = container.read(codec.encode(model, image, store_fallback=False))[0]
+    assert header.windows and not header.window_mixture
+    with pytest.raises(codec.CodecError, match="more than 1024 pixels .* mixture rule"):
+        codec.encode(model, image, windows=True, window_rule="mixture")
+    with pytest.raises(codec.CodecError, match="window_rule must be one of"):
+        codec.encode(model, image, window_rule="nearest")
+    monkeypatch.undo()
+    header, stream, extra = container.read(codec.encode(model, image, store_fallback=False, window_rule="owner"))
+    old = container.write(header, stream, extra, version=4)
+    assert old[4] == 4 and np.array_equal(codec.decode(model, old).images[0], image[0])
+    header.window_mixture = True
+    with pytest.raises(codec.CodecError, match="version 5 or later, can mix"):
+        container.write(header, stream, extra, version=4)
+    forged = bytearray(old)
+    forged[7] |= 32
+    with pytest.raises(codec.CodecError, match="unknown flags"):
+        container.read(_with_header_crc(bytes(forged), _header_end(bytes(forged))))
+    header.window_mixture, header.windows = False, False
+    forged = bytearray(container.write(header, stream, extra))
+    forged[7] |= 32
+    with pytest.raises(codec.CodecError, match="flag 'window mixture' on a file not coded in windows"):
+        container.read(_with_header_crc(bytes(forged), _header_end(bytes(forged))))
 
 
 def test_windows_only_where_they_apply(models):
@@ -457,7 +556,7 @@ def test_windows_only_where_they_apply(models):
     assert header.windows
     with pytest.raises(codec.CodecError, match="version 4 or later"):
         container.write(header, stream, extra, version=3)
-    header.windows = False
+    header.windows = header.window_mixture = False
     forged = bytearray(container.write(header, stream, extra, version=3))
     forged[7] |= 16
     with pytest.raises(codec.CodecError, match="unknown flags"):

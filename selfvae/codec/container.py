@@ -1,7 +1,8 @@
 """The ``.svae`` file format: a checked header, then the coded streams.
 
-All integers little-endian. Version 4 (version 3, written before lossless files could be
-coded in overlapping windows, is read as version 4 with flag bit 4 clear; version 2, written
+All integers little-endian. Version 5 (version 4, written before windows files could mix the
+windows covering a pixel, is read as version 5 with flag bit 5 clear; version 3, written before
+lossless files could be coded in overlapping windows, as version 4 with flag bit 4 clear; version 2, written
 before files could fix their latents at the prior means, as version 3 with flag bit 3 clear;
 version 1, written before lossy files could decode to the expected value, as version 2 with
 flag bit 2 clear):
@@ -10,7 +11,7 @@ flag bit 2 clear):
 field                   type    meaning
 ======================  ======  ==========================================================
 magic                   4 B     ``b"SVAE"``
-version                 u8      4
+version                 u8      5
 mode                    u8      0 lossless (coded through the hierarchy), 1 lossy, 2 stored
                                 (lossless, the raw pixels: written when the model would
                                 spend more than 8 bits per pixel value)
@@ -24,7 +25,9 @@ flags                   u8      bit 0: lossy file also sends ``z_1..z_k``; bit 1
                                 bits-back coding of the latents); bit 4: a lossless file with
                                 prior-mean latents codes every level below ``y_K`` in
                                 overlapping windows over each whole image, its padding not
-                                coded (:mod:`.windows`; clear: tile by tile)
+                                coded (:mod:`.windows`; clear: tile by tile); bit 5: with bit 4,
+                                each pixel under the mixture of the windows covering it
+                                (``mixture`` rule; clear: the window owning it)
 model fingerprint       32 B    SHA-256 of the model's config and weights
 latent_bits             u8      latents are coded on a grid of step ``2**-latent_bits``
 z_step_exponent         i8      lossy ``z`` is quantised with step ``2**z_step_exponent``
@@ -67,8 +70,8 @@ import numpy as np
 import torch
 
 MAGIC = b"SVAE"
-VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 LATENTS = ("bits-back", "prior-mean")  # how a file codes its latents (flag bit 3)
 DECODES = ("mode", "mean")  # a lossy file's reconstruction of the levels below y_k (flag bit 2)
 MODES = {0: "lossless", 1: "lossy", 2: "stored"}
@@ -118,6 +121,7 @@ class Header:
     decode: str = "mode"  # lossy: how the levels below y_k are reconstructed (DECODES)
     latents: str = "bits-back"  # LATENTS: bits-back, or fixed at their prior means (flag bit 3)
     windows: bool = False  # levels below y_K coded in overlapping windows (flag bit 4)
+    window_mixture: bool = False  # with windows: each pixel under the mixture of its windows (flag bit 5)
 
 
 def model_fingerprint(model: torch.nn.Module) -> bytes:
@@ -158,11 +162,14 @@ def write(header: Header, stream: np.ndarray, extra: np.ndarray, version: int = 
         raise CodecError("only a coded file of version 3 or later can fix its latents at their prior means")
     if header.windows and (version < 4 or header.mode != "lossless" or header.latents != "prior-mean"):
         raise CodecError("only a lossless file of version 4 or later with prior-mean latents can be coded in windows")
+    if header.window_mixture and (version < 5 or not header.windows):
+        raise CodecError("only a file coded in windows, of version 5 or later, can mix its windows")
     out = io.BytesIO()
     out.write(MAGIC)
     out.write(struct.pack("<BBBB", version, {v: k for k, v in MODES.items()}[header.mode], header.level,
                           int(header.with_z) | int(header.gray) << 1 | int(header.decode == "mean") << 2
-                          | int(header.latents == "prior-mean") << 3 | int(header.windows) << 4))
+                          | int(header.latents == "prior-mean") << 3 | int(header.windows) << 4
+                          | int(header.window_mixture) << 5))
     out.write(header.fingerprint)
     out.write(struct.pack("<BbHHIIIB", header.latent_bits, header.z_step_exponent, header.tile, header.chunk,
                           header.seed_words, header.kept_seed_words, len(header.images), len(header.preview_words)))
@@ -212,11 +219,13 @@ def read(data: bytes):
         raise CodecError(f"the file was written by {newer} selfvae (format version {version}); this one reads "
                          f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     _check(mode in MODES, f"unknown mode {mode}")
-    _check(flags < (32 if version >= 4 else 16 if version >= 3 else 8 if version >= 2 else 4), f"unknown flags {flags}")
+    _check(flags < (64 if version >= 5 else 32 if version >= 4 else 16 if version >= 3 else 8 if version >= 2 else 4),
+           f"unknown flags {flags}")
     _check(not flags & 4 or mode == 1, f"flag 'mean' on a {MODES[mode]} file")
     _check(not flags & 8 or mode != 2, "flag 'prior-mean latents' on a stored file")
     _check(not flags & 16 or mode == 0 and flags & 8, "flag 'windows' on a file that is not lossless with prior-mean "
                                                       "latents")
+    _check(not flags & 32 or flags & 16, "flag 'window mixture' on a file not coded in windows")
     fingerprint = r.take(32, "model fingerprint")
     latent_bits, z_exp, tile, chunk, seed, kept, n_images, n_levels = r.unpack("<BbHHIIIB", "header")
     _check(2 <= latent_bits <= 16, f"latent grid 2^-{latent_bits}")
@@ -258,5 +267,5 @@ def read(data: bytes):
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     header = Header(MODES[mode], level, bool(flags & 1), fingerprint, latent_bits, z_exp, tile, chunk, seed, kept,
                     preview, level_checksums, images, bool(flags & 2), DECODES[bool(flags & 4)],
-                    LATENTS[bool(flags & 8)], bool(flags & 16))
+                    LATENTS[bool(flags & 8)], bool(flags & 16), bool(flags & 32))
     return header, words[:stream_words], words[stream_words:]
