@@ -15,7 +15,7 @@ Steps:
    the training photographs only): ``base`` trains a new model, ``longer`` continues from its
    weights (``--init-from``) with a fresh schedule, ``third`` from those of ``longer`` (on a GPU
    when there is one: ``selfvae.train`` picks CUDA and bf16 autocast by itself), ``fourth`` from
-   those of ``third``. A stage is done when its ``eval.json`` is
+   those of ``third``, ``fifth`` from those of ``fourth``. A stage is done when its ``eval.json`` is
    for its last step. A run that stops (killed, out of time) is continued with the same command:
    the stage in progress resumes from its ``latest.pt`` with the configs stored there. When
    ``--out`` has nothing but ``--resume-from`` (default ``checkpoints/codec_photo/``, committed to
@@ -65,6 +65,8 @@ STAGES = [
     ("third", ["--init-from", "{longer}", "--lr", "1e-3", "--steps", "1600"] + COMMON),
     # 2026-11-23, on the 2-core CPU (no GPU lent that session): 4,000 more steps at half the peak lr.
     ("fourth", ["--init-from", "{third}", "--lr", "5e-4", "--steps", "4000"] + COMMON),
+    # 2026-12-05, on the 2-core CPU: 4,000 more steps at a lower peak lr.
+    ("fifth", ["--init-from", "{fourth}", "--lr", "4e-4", "--steps", "4000"] + COMMON),
 ]
 
 MAX_BYTES = 20 * 1024 * 1024
