@@ -15,9 +15,9 @@ Steps:
    the training photographs only): ``base`` trains a new model, ``longer`` continues from its
    weights (``--init-from``) with a fresh schedule, ``third`` from those of ``longer`` (on a GPU
    when there is one: ``selfvae.train`` picks CUDA and bf16 autocast by itself), ``fourth`` from
-   those of ``third``, ``fifth`` from those of ``fourth``. A stage is done when its ``eval.json`` is
-   for its last step. A run that stops (killed, out of time) is continued with the same command:
-   the stage in progress resumes from its ``latest.pt`` with the configs stored there. When
+   those of ``third``, ``fifth`` from those of ``fourth``, ``sixth`` from those of ``fifth``. A
+   stage is done when its ``eval.json`` is for its last step. A run that stops (killed, out of
+   time) is continued with the same command: the stage in progress resumes from its ``latest.pt`` with the configs stored there. When
    ``--out`` has nothing but ``--resume-from`` (default ``checkpoints/codec_photo/``, committed to
    the repository by ``--save-resume``: the stage's ``latest.pt``, ``stage.json`` naming it, and
    ``wall_time.json``) exists, the run continues from that copy, so a later session on another
@@ -67,6 +67,9 @@ STAGES = [
     ("fourth", ["--init-from", "{third}", "--lr", "5e-4", "--steps", "4000"] + COMMON),
     # 2026-12-05, on the 2-core CPU: 4,000 more steps at a lower peak lr.
     ("fifth", ["--init-from", "{fourth}", "--lr", "4e-4", "--steps", "4000"] + COMMON),
+    # 2026-12-05, on the 2-core CPU: validation was still falling at the fifth's end (2.262 -> 2.255
+    # over its last 1,000 steps): 5,000 more steps at a lower peak lr.
+    ("sixth", ["--init-from", "{fifth}", "--lr", "3e-4", "--steps", "5000"] + COMMON),
 ]
 
 MAX_BYTES = 20 * 1024 * 1024
