@@ -260,6 +260,11 @@ class TrainConfig(_Config):
         average after update ``t`` (1, 2, ...) moves towards the new weights by ``1 - min(d, (1 + t) /
         (10 + t))`` (the ramp keeps early averages from clinging to the initialisation); validation,
         ``best.pt``, the final evaluation and the pictures use the averaged weights.
+    free_bits: bits per image that each latent (``u``, ``z_1..z_K``) may carry at no cost in the
+        training loss (free bits, Kingma et al. 2016): the loss counts each latent's KL term, a
+        batch mean, as ``max(KL, free_bits)``, so a KL below the floor gets no gradient. 0 (the
+        default): the loss is the negative ELBO. Reported ELBOs, validation and evaluation are
+        always the true bound; the loss itself is logged as ``loss``.
     precision: ``fp32`` or ``bf16`` (autocast; likelihoods and the flow stay in fp32).
     seed: seed of the split, the initialisation, the data order and every draw.
     log_every, eval_every, checkpoint_every, image_every: intervals in steps.
@@ -284,6 +289,7 @@ class TrainConfig(_Config):
     clip: float = 200.0
     max_bad_steps: int = 20
     ema: float = 0.0
+    free_bits: float = 0.0
     precision: str = "fp32"
     seed: int = 0
     log_every: int = 50
@@ -301,7 +307,9 @@ class TrainConfig(_Config):
         if self.iw_images is not None:
             _check_ints(self, ["iw_images"], 1)
         _check_floats(self, ["lr", "lr_min", "clip"], positive=True)
-        _check_floats(self, ["validation_fraction", "ema"])
+        _check_floats(self, ["validation_fraction", "ema", "free_bits"])
+        if self.free_bits < 0:
+            raise ConfigError(f"free_bits must be >= 0, got {self.free_bits}")
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 < self.validation_fraction < 1.0:

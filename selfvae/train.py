@@ -90,6 +90,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     o.add_argument("--ema", type=cli.fraction_below_one, default=None,
                    help="decay of a moving average of the weights used for validation, best.pt and the final "
                         "evaluation (0 = none, the default; e.g. 0.999)")
+    o.add_argument("--free-bits", type=cli.nonnegative_float, default=None, metavar="BITS",
+                   help="bits per image each latent may carry at no cost in the training loss, which counts "
+                        "each latent's KL as max(KL, BITS) (free bits; 0 = the negative ELBO, the default); "
+                        "reported bounds are unchanged")
     o.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="bf16 autocast (default on CUDA) or fp32 (default on CPU)")
     o.add_argument("--seed", type=cli.nonnegative_int, default=None, help="seed of split, init, order, draws (0)")
@@ -116,7 +120,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 TRAIN_OPTIONS = [f.replace("-", "_") for f in (
     "dataset", "data-root", "image-size", "validation-fraction", "augment", "steps", "batch-size", "lr", "lr-min",
-    "warmup", "schedule", "clip", "max-bad-steps", "ema", "precision", "seed", "log-every", "eval-every",
+    "warmup", "schedule", "clip", "max-bad-steps", "ema", "free-bits", "precision", "seed", "log-every", "eval-every",
     "checkpoint-every", "image-every", "iw-samples", "iw-images", "init-from")]
 
 
@@ -225,6 +229,17 @@ def compute_loss(net: torch.nn.Module, model: SelfVAE, x: torch.Tensor,
     with torch.autocast(device_type=x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         terms = net(x)
     return model.bits_per_dim(terms)
+
+
+def training_objective(model: SelfVAE, bits: Dict[str, torch.Tensor], free_bits: float) -> torch.Tensor:
+    """The loss minimised: ``bits["bpd"]`` (the negative ELBO, bits per dim) with each latent's KL
+    term raised to at least ``free_bits`` bits per image (``free_bits / x_dims`` bits per dim). Written
+    as ``bpd + sum(max(KL, floor) - KL)`` so that a non-finite ``bpd`` stays non-finite."""
+    if free_bits <= 0:
+        return bits["bpd"]
+    floor = free_bits / model.x_dims
+    latents = ["u"] + [f"z{k}" for k in range(1, model.levels + 1)]
+    return bits["bpd"] + sum(torch.clamp(bits[name], min=floor) - bits[name] for name in latents)
 
 
 @dataclass
@@ -422,11 +437,12 @@ def train_step(run: Run) -> Dict[str, torch.Tensor]:
     elif config.augment == "flip":
         x = augment(x, run.aug_generator, max_translate=0.0, max_rotate_deg=0.0, scale_range=(1.0, 1.0))
     bits = compute_loss(run.net, run.model, x, run.autocast_dtype)
+    loss = training_objective(run.model, bits, config.free_bits)  # per rank: its batch's KL means
     run.optimizer.zero_grad(set_to_none=True)
-    bits["bpd"].backward()
+    loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.clip)
     # DDP has averaged the gradients, so every rank takes the same decision here.
-    if torch.isfinite(grad_norm) and torch.isfinite(bits["bpd"]):
+    if torch.isfinite(grad_norm) and torch.isfinite(loss):
         run.optimizer.step()
         if run.ema is not None:
             run.ema.update(run.model)
@@ -439,6 +455,8 @@ def train_step(run: Run) -> Dict[str, torch.Tensor]:
                                 f"{run.step}); lower --lr or --clip, or check the data")
     run.schedule.step()
     run.step += 1
+    if config.free_bits > 0:
+        bits = {**bits, "loss": loss.detach()}
     return {**bits, "grad_norm": grad_norm.detach()}
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -374,3 +375,39 @@ def test_variants_pack_keeps_the_weight_average_and_feeds_init_from(tiny_cifar, 
         assert {"avg/eval.json", "avg/log.jsonl"} <= set(tar.getnames())
     again = run_train(tmp_path / "next", tiny_cifar, "--init-from", str(pack / "avg.pt"), steps=2)
     assert again.returncode == 0, again.stderr
+
+
+def test_free_bits_raise_only_the_latents_below_the_floor_and_keep_a_nan_a_nan():
+    """The loss with free bits: each latent's KL counts as max(KL, floor); a KL above the floor keeps its
+    gradient, one below gets none, the other terms are untouched, and 0 free bits is the negative ELBO."""
+    stub = types.SimpleNamespace(levels=1, x_dims=3 * 32 * 32)  # what the objective reads of the model
+    x_dims = stub.x_dims
+    floor = 64.0 / x_dims                            # 64 bits per image, in bits per dim
+    terms = {"x": torch.tensor(2.0), "y1": torch.tensor(0.5),
+             "z1": torch.tensor(0.5 * floor), "u": torch.tensor(3.0 * floor)}
+    terms = {k: v.clone().requires_grad_(True) for k, v in terms.items()}
+    bits = {**terms, "bpd": sum(terms.values())}
+    assert train.training_objective(stub, bits, 0.0) is bits["bpd"]
+    loss = train.training_objective(stub, bits, 64.0)
+    assert loss.item() == pytest.approx(2.0 + 0.5 + floor + 3.0 * floor)
+    assert loss.item() >= bits["bpd"].item()
+    loss.backward()
+    grads = {k: float(v.grad) for k, v in terms.items()}
+    assert grads == {"x": pytest.approx(1.0), "y1": pytest.approx(1.0), "z1": 0.0, "u": pytest.approx(1.0)}
+    nan = {**terms, "bpd": bits["bpd"] * float("nan")}
+    assert not torch.isfinite(train.training_objective(stub, nan, 64.0))
+
+
+def test_a_run_with_free_bits_logs_its_loss_above_the_bound_and_keeps_the_option(tiny_cifar, tmp_path):
+    result = run_train(tmp_path / "run", tiny_cifar, "--free-bits", "200", steps=3)
+    assert result.returncode == 0, result.stderr
+    steps = [r for r in log_records(tmp_path / "run") if "loss" in r]
+    assert len(steps) == 3
+    for r in steps:  # the loss counts every KL term as at least 200 bits per image
+        floor = 200.0 / (3 * 32 * 32)
+        kl = [r[name] for name in ("u", "z1")]
+        assert r["loss"] == pytest.approx(r["bpd"] + sum(max(k, floor) - k for k in kl), rel=1e-5)
+        assert r["loss"] >= r["bpd"] - 1e-6
+    assert read_checkpoint(os.path.join(tmp_path / "run", "latest.pt"))["train"]["free_bits"] == 200.0
+    refused = run_train(tmp_path / "run", tiny_cifar, "--free-bits", "10", "--resume", steps=3)
+    assert refused.returncode != 0 and "free_bits" in refused.stderr
