@@ -24,6 +24,7 @@ import subprocess
 import sys
 from typing import Dict, List
 
+from benchmark import baseline_commit
 from common import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -102,8 +103,7 @@ def main() -> None:
     args = p.parse_args()
     if not os.path.isdir(os.path.join(args.baseline, "selfvae")):
         raise SystemExit(f"--baseline {args.baseline} is not a checkout of this repository")
-    base = subprocess.run(["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or args.baseline
+    base = baseline_commit(args.baseline)
     rows = []
     for name, path in photographs(args).items():
         runs: Dict[str, List[Dict]] = {"baseline": [], "current": []}

@@ -17,12 +17,12 @@ Steps:
    when there is one: ``selfvae.train`` picks CUDA and bf16 autocast by itself), ``fourth`` from
    those of ``third``, ``fifth`` from those of ``fourth``, ``sixth`` from those of ``fifth``. A
    stage is done when its ``eval.json`` is for its last step. A run that stops (killed, out of
-   time) is continued with the same command: the stage in progress resumes from its ``latest.pt`` with the configs stored there. When
-   ``--out`` has nothing but ``--resume-from`` (default ``checkpoints/codec_photo/``, committed to
-   the repository by ``--save-resume``: the stage's ``latest.pt``, ``stage.json`` naming it, and
-   ``wall_time.json``) exists, the run continues from that copy, so a later session on another
-   machine picks the training up where it stopped. Wall time is added up over the invocations
-   and stages in ``OUT/wall_time.json``.
+   time) is continued with the same command: the stage in progress resumes from its ``latest.pt``
+   with the configs stored there. When ``--out`` has nothing but ``--resume-from`` (default
+   ``checkpoints/codec_photo/``, committed to the repository by ``--save-resume``: the stage's
+   ``latest.pt``, ``stage.json`` naming it, and ``wall_time.json``) exists, the run continues from
+   that copy, so a later session on another machine picks the training up where it stopped. Wall
+   time is added up over the invocations and stages in ``OUT/wall_time.json``.
 3. ``--export`` writes the last stage's model (config and the weights it is evaluated with: its
    weight average where it has one; from its ``latest.pt``) as ``selfvae/weights/photo.pt`` and
    its record ``photo.json``: file SHA-256, model and training configs (of every stage), corpus

@@ -272,6 +272,10 @@ class SelfVAE(nn.Module):
         K = self.levels
         return ["x"] + [f"y{k}" for k in range(1, K + 1)] + [f"z{k}" for k in range(1, K + 1)] + ["u"]
 
+    def latent_names(self) -> List[str]:
+        """Names of the latents, top first: ``u``, ``z1..zK`` (also their KL terms' names)."""
+        return ["u"] + [f"z{k}" for k in range(1, self.levels + 1)]
+
     def make_levels(self, x: torch.Tensor) -> List[torch.Tensor]:
         """uint8 x ``(B, C, H, W)`` -> ``[x, y_1, ..., y_K]``; checks the shape against the config."""
         check_level(x, self.specs[0], what="model input x")
@@ -354,7 +358,7 @@ class SelfVAE(nn.Module):
         generator seeded by ``(seed, sample_index)`` so that any chunking sees the same noise."""
         g = torch.Generator(device=device)
         g.manual_seed(seed * 1_000_003 + sample_index)
-        shapes = {"u": self.u_shape, **{f"z{k}": self.z_shapes[k - 1] for k in range(1, self.levels + 1)}}
+        shapes = dict(zip(self.latent_names(), [self.u_shape] + list(self.z_shapes)))
         return {name: torch.randn((batch,) + shape, generator=g, device=device) for name, shape in shapes.items()}
 
     @torch.no_grad()

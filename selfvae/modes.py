@@ -251,7 +251,7 @@ def reconstruct2(model: SelfVAE, x: torch.Tensor, decode: str = "mode", latents:
         # u's flow prior has no cell masses in closed form: density times cell volume
         z_bits["u"] = -(model.p_u.log_prob(u).double() / math.log(2.0)) - math.prod(model.u_shape) * math.log2(z_step)
     levels = from_u(model, u, decode, 1.0, generator, fixed_z=fixed, z_bits=z_bits, z_step=z_step or 0.5)
-    return _result(model, levels, inference, ["u"] + [f"z{k}" for k in range(1, K + 1)], generator,
+    return _result(model, levels, inference, model.latent_names(), generator,
                    receiver_bits=z_bits)
 
 

@@ -238,8 +238,7 @@ def training_objective(model: SelfVAE, bits: Dict[str, torch.Tensor], free_bits:
     if free_bits <= 0:
         return bits["bpd"]
     floor = free_bits / model.x_dims
-    latents = ["u"] + [f"z{k}" for k in range(1, model.levels + 1)]
-    return bits["bpd"] + sum(torch.clamp(bits[name], min=floor) - bits[name] for name in latents)
+    return bits["bpd"] + sum(torch.clamp(bits[name], min=floor) - bits[name] for name in model.latent_names())
 
 
 @dataclass

@@ -380,9 +380,8 @@ def test_variants_pack_keeps_the_weight_average_and_feeds_init_from(tiny_cifar, 
 def test_free_bits_raise_only_the_latents_below_the_floor_and_keep_a_nan_a_nan():
     """The loss with free bits: each latent's KL counts as max(KL, floor); a KL above the floor keeps its
     gradient, one below gets none, the other terms are untouched, and 0 free bits is the negative ELBO."""
-    stub = types.SimpleNamespace(levels=1, x_dims=3 * 32 * 32)  # what the objective reads of the model
-    x_dims = stub.x_dims
-    floor = 64.0 / x_dims                            # 64 bits per image, in bits per dim
+    stub = types.SimpleNamespace(x_dims=3 * 32 * 32, latent_names=lambda: ["u", "z1"])  # what it reads
+    floor = 64.0 / stub.x_dims                       # 64 bits per image, in bits per dim
     terms = {"x": torch.tensor(2.0), "y1": torch.tensor(0.5),
              "z1": torch.tensor(0.5 * floor), "u": torch.tensor(3.0 * floor)}
     terms = {k: v.clone().requires_grad_(True) for k, v in terms.items()}
@@ -403,8 +402,8 @@ def test_a_run_with_free_bits_logs_its_loss_above_the_bound_and_keeps_the_option
     assert result.returncode == 0, result.stderr
     steps = [r for r in log_records(tmp_path / "run") if "loss" in r]
     assert len(steps) == 3
+    floor = 200.0 / (3 * 32 * 32)
     for r in steps:  # the loss counts every KL term as at least 200 bits per image
-        floor = 200.0 / (3 * 32 * 32)
         kl = [r[name] for name in ("u", "z1")]
         assert r["loss"] == pytest.approx(r["bpd"] + sum(max(k, floor) - k for k in kl), rel=1e-5)
         assert r["loss"] >= r["bpd"] - 1e-6
