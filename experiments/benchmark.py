@@ -19,6 +19,7 @@ images, reported as images/s and samples/s. Nothing else should run on the machi
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -52,7 +53,8 @@ def training_step(config, batch: int, device: torch.device, bf16: bool, compile_
                   generator: Optional[torch.Generator] = None):
     """``(model, x, step)``: the model of ``config`` on ``device`` (seed 0), a fixed uint8 batch ``x`` of
     random images (drawn from ``generator``, default one seeded 0) and ``step()``, one forward + backward + AdaMax step on it as ``selfvae.train``
-    takes it (multi-tensor AdaMax; bf16 autocast when ``bf16``; ``torch.compile`` when asked)."""
+    takes it (multi-tensor AdaMax; bf16 autocast when ``bf16``; ``torch.compile`` when asked, as ``train
+    --compile`` does; ``step(eager=True)`` bypasses the compiled forward)."""
     from selfvae.model import build_model
 
     torch.manual_seed(0)
@@ -62,12 +64,21 @@ def training_step(config, batch: int, device: torch.device, bf16: bool, compile_
     x = torch.randint(0, 256, (batch, config.image_channels, size, size), dtype=torch.uint8, generator=g).to(device)
     model.initialize(x)
     opt = torch.optim.Adamax(model.parameters(), lr=1e-4, foreach=True)
-    forward = torch.compile(model) if compile_model else model
+    forward = model
+    if compile_model:  # as `train --compile` does: channels-last networks, the persistent cache
+        try:
+            from selfvae.nets import set_memory_format
+            from selfvae.runtime import compile as compiled
+        except ImportError:  # a --baseline tree from before them
+            set_memory_format, compiled = None, torch.compile
+        if set_memory_format is not None:
+            set_memory_format(model, torch.channels_last)
+        forward = compiled(model)
     dtype = torch.bfloat16 if bf16 else None
 
-    def step() -> None:
+    def step(eager: bool = False) -> None:
         with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model.bits_per_dim(forward(x))["bpd"]
+            loss = model.bits_per_dim((model if eager else forward)(x))["bpd"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -104,8 +115,8 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
     step()  # with --compile, the compilation (or the load of its cached result)
     sync(device)
     first_step_s = time.perf_counter() - start
-    with FlopCounterMode(display=False) as counter:
-        step()
+    with FlopCounterMode(display=False) as counter:  # eager: a dispatch mode would recompile a compiled step
+        step(eager=True)
     flops = counter.get_total_flops()
     for _ in range(warmup):
         step()
@@ -132,10 +143,14 @@ def one(preset: str, levels: int, size: int, batch: int, steps: int, warmup: int
     if iw_images:
         images = torch.randint(0, 256, (iw_images, 3, size, size), dtype=torch.uint8, generator=g)
         iw_bound(model, images[:1], 8, chunk=8, device=device, autocast_dtype=dtype, progress=False)  # warm-up
+        iw_options = {"compile": True} if compile_model and "compile" in inspect.signature(iw_bound).parameters else {}
+        if iw_options:  # compile the IW path before timing it (a cached load after the first run)
+            iw_bound(model, images, 32, chunk=32, batch_size=iw_images, device=device, autocast_dtype=dtype,
+                     progress=False, **iw_options)
         sync(device)
         start = time.perf_counter()
         figures = iw_bound(model, images, iw_samples, chunk=32, batch_size=iw_images, device=device,
-                           autocast_dtype=dtype, progress=False)
+                           autocast_dtype=dtype, progress=False, **iw_options)
         sync(device)
         elapsed = time.perf_counter() - start
         row.update(iw_samples=iw_samples, iw_images=iw_images, iw_images_per_s=iw_images / elapsed,
@@ -193,11 +208,20 @@ def plan(args: argparse.Namespace) -> List[Dict]:
         if args.baseline and key not in measured:  # the older code, its preset as it was, once per key
             measured.add(key)
             out.append({**config, "overrides": {}, "label": label, "tree": args.baseline})
-        out.append(config)
+        for variant in (args.variants.split(",") if args.variants else [None]):
+            out.append(config if variant is None else {**config, **parse_variant(variant)})
         if args.original:
             overrides = {**original(config["preset"], config["levels"]), **config.get("overrides", {})}
             out.append({**config, "overrides": overrides, "label": "original"})
     return out
+
+
+def parse_variant(text: str) -> Dict:
+    """``fp32``, ``bf16``, ``fp32+compile``, ``bf16+compile`` -> precision and compile of one row."""
+    parts = text.strip().split("+")
+    if parts[0] not in ("fp32", "bf16") or any(p != "compile" for p in parts[1:]):
+        raise SystemExit(f"--variants: '{text}' is not fp32 or bf16, optionally +compile")
+    return {"precision": parts[0], "compile": "compile" in parts[1:]}
 
 
 def baseline_commit(tree: str) -> str:
@@ -237,6 +261,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (cache in ~/.cache/selfvae/inductor unless TORCHINDUCTOR_CACHE_DIR "
                         "is set: the first run on a machine compiles, later ones load)")
+    p.add_argument("--variants", default=None,
+                   help="measure each configuration this way, side by side: a comma list of fp32 / bf16, each "
+                        "optionally +compile (e.g. fp32,fp32+compile,bf16+compile); replaces --precision and "
+                        "--compile for these rows (--baseline rows keep them)")
     p.add_argument("--only", default=None, help="only these configurations, e.g. small:3:32,paper:1:32; config "
                    "overrides after @, joined by +: small:3:32@width=48+narrow_above=16")
     p.add_argument("--original", action="store_true", help="also measure each configuration as the presets were "
@@ -270,8 +298,8 @@ def main() -> None:
     for config in plan(args):
         argv = [sys.executable, here, "--one", json.dumps(config), "--device", args.device, "--batch-size",
                 str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup), "--iw-images", str(iw_images),
-                "--iw-samples", str(args.iw_samples), "--precision", "bf16" if bf16 else "fp32"]
-        argv += (["--compile"] if args.compile else []) + (["--threads", str(args.threads)] if args.threads else [])
+                "--iw-samples", str(args.iw_samples), "--precision", config.get("precision", "bf16" if bf16 else "fp32")]
+        argv += (["--compile"] if config.get("compile", args.compile) else []) + (["--threads", str(args.threads)] if args.threads else [])
         tree = config.get("tree")
         run_env = env if tree is None else {**env, "PYTHONPATH": os.path.abspath(tree)}
         done = subprocess.run(argv, capture_output=True, text=True, env=run_env)

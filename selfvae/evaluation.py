@@ -101,14 +101,15 @@ def elbo(model: SelfVAE, images: torch.Tensor, *, batch_size: int = 64, seed: in
 
 def iw_bound(model: SelfVAE, images: torch.Tensor, samples: int, *, chunk: int = 32, batch_size: int = 64,
              seed: int = 0, device: Optional[torch.device] = None, autocast_dtype: Optional[torch.dtype] = None,
-             progress: bool = True) -> Dict[str, Any]:
+             progress: bool = True, compile: bool = False) -> Dict[str, Any]:
     """Importance-weighted bound and the ELBO of the same samples on uint8 ``images`` ``(N, C, H, W)``.
 
     For image i with log-weights ``w_is`` (s = 1..S, :meth:`SelfVAE.log_weights`):
     ``iw_i = logmeanexp_s w_is`` and ``elbo_i = mean_s w_is``; both are averaged over images. The
     log-weights are combined in float64, so ``iw_bpd <= iw_elbo_bpd`` holds to rounding. Batch b uses
     the noise seed ``seed + start index``; samples are processed ``chunk`` at a time (memory ~
-    batch * chunk) and the result does not depend on ``chunk``.
+    batch * chunk) and the result does not depend on ``chunk``. ``compile``: the samples' terms through
+    ``torch.compile`` (:meth:`SelfVAE.log_weights`; the same bound up to float rounding).
     """
     device = device or next(model.parameters()).device
     iw_sum = elbo_sum = 0.0
@@ -119,7 +120,7 @@ def iw_bound(model: SelfVAE, images: torch.Tensor, samples: int, *, chunk: int =
             x = images[start:start + batch_size].to(device)
             with _autocast(device, autocast_dtype):
                 w = model.log_weights(x, samples, chunk=chunk, seed=seed + start,
-                                      progress=_PerImage(bar, x.shape[0])).double()
+                                      progress=_PerImage(bar, x.shape[0]), compile=compile).double()
             iw_sum += float((torch.logsumexp(w, dim=1) - math.log(samples)).sum())
             elbo_sum += float(w.mean(dim=1).sum())
     return {"iw_bpd": nats_to_bpd(iw_sum / n, model.x_dims), "iw_elbo_bpd": nats_to_bpd(elbo_sum / n, model.x_dims),
@@ -128,14 +129,16 @@ def iw_bound(model: SelfVAE, images: torch.Tensor, samples: int, *, chunk: int =
 
 def likelihood(model: SelfVAE, images: torch.Tensor, *, iw_samples: int = 0, iw_images: Optional[int] = None,
                iw_chunk: int = 32, batch_size: int = 64, seed: int = 0, device: Optional[torch.device] = None,
-               autocast_dtype: Optional[torch.dtype] = None, progress: bool = True) -> Dict[str, Any]:
+               autocast_dtype: Optional[torch.dtype] = None, progress: bool = True,
+               iw_compile: bool = False) -> Dict[str, Any]:
     """Every bpd figure of a set of uint8 images ``(N, C, H, W)`` (keys in the module docstring):
     the ELBO on all of them, and the IW bound with the ELBO of the same samples on ``iw_images`` of
-    them spread over the set (all when None)."""
+    them spread over the set (all when None; compiled when ``iw_compile``, see :func:`iw_bound`)."""
     common = dict(batch_size=batch_size, seed=seed, device=device, autocast_dtype=autocast_dtype, progress=progress)
     result = elbo(model, images, **common)
     if iw_samples:
-        result.update(iw_bound(model, spread_subset(images, iw_images), iw_samples, chunk=iw_chunk, **common))
+        result.update(iw_bound(model, spread_subset(images, iw_images), iw_samples, chunk=iw_chunk,
+                               compile=iw_compile, **common))
     else:
         result.update(iw_bpd=None, iw_elbo_bpd=None, iw_samples=0, iw_n_images=0)
     return result

@@ -363,12 +363,22 @@ class SelfVAE(nn.Module):
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, samples: int, chunk: int = 64, seed: int = 0,
-                    progress=None) -> torch.Tensor:
+                    progress=None, compile: bool = False) -> torch.Tensor:
         """Log importance weights ``ln p(x, y, z_s, u_s) - ln Q(z_s, u_s | x, y)``: float ``(B, samples)``.
 
         Samples are processed ``chunk`` at a time (memory is bounded by ``B * chunk``); the result does
         not depend on ``chunk`` because sample ``s`` always uses the noise of :meth:`sample_noise`.
+        ``compile``: the per-chunk terms through ``torch.compile`` (:func:`selfvae.runtime.compile`), the
+        networks channels-last (:func:`selfvae.nets.set_memory_format`, left set): the same weights up to
+        float rounding, no weights frozen into the graph (a model that trains on is read afresh).
         """
+        terms_from = self.terms_from
+        if compile:
+            from . import runtime
+            from .nets import set_memory_format
+
+            set_memory_format(self, torch.channels_last)
+            terms_from = runtime.compile(self.terms_from)
         inference = self.infer(x)
         B = x.shape[0]
         out = torch.empty(B, samples, device=x.device)
@@ -377,7 +387,7 @@ class SelfVAE(nn.Module):
             per_sample = [self.sample_noise(B, start + i, seed, x.device) for i in range(n)]
             # (B * n) batch in repeat_interleave order: example b, samples start..start+n-1
             noise = {name: torch.stack([s[name] for s in per_sample], dim=1).flatten(0, 1) for name in per_sample[0]}
-            terms = self.terms_from(inference.repeat(n), noise)
+            terms = terms_from(inference.repeat(n), noise)
             out[:, start:start + n] = sum(terms.values()).view(B, n)
             if progress is not None:
                 progress.update(n)

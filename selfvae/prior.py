@@ -71,9 +71,63 @@ class CouplingNet(nn.Module):
         return torch.stack([shift, log_scale], dim=2).flatten(1, 2)
 
 
+class _Split(nf.flows.Split):
+    """normflows' ``Split(mode)`` of a ``(B, C, H, W)`` tensor of a known ``(C, H, W)``, its checkerboard
+    modes as a fixed gather: the same entries in the same order as normflows' (which builds the
+    checkerboard in Python and selects with ``nonzero`` on every call: a host sync, and a graph break
+    under ``torch.compile``). Channel modes are normflows' own. ``tests/test_prior.py`` checks both
+    directions against normflows entry for entry."""
+
+    def __init__(self, mode: str, shape: Sequence[int]):
+        super().__init__(mode)
+        if "checkerboard" in mode:
+            C, H, W = shape
+            # normflows' checkerboard is (c + h + w) % 2 over (C, H, W); "checkerboard" puts its ones in z1
+            odd = (torch.arange(C).view(-1, 1, 1) + torch.arange(H).view(1, -1, 1) + torch.arange(W)) % 2 == 1
+            first = odd if mode == "checkerboard" else ~odd
+            w = torch.arange(W).expand(C, H, W)
+            # per row (c, h) the W/2 positions of z1's and of z2's entries, ascending
+            self.register_buffer("index1", w[first].view(C, H, W // 2), persistent=False)
+            self.register_buffer("index2", w[~first].view(C, H, W // 2), persistent=False)
+
+    def _split(self, z: torch.Tensor):
+        if "checkerboard" not in self.mode:
+            return super().forward(z)
+        size = (z.shape[0],) + tuple(self.index1.shape)
+        return [z.gather(-1, self.index1.expand(size)), z.gather(-1, self.index2.expand(size))], 0
+
+    def _merge(self, z):
+        if "checkerboard" not in self.mode:
+            return super().inverse(z)
+        z1, z2 = z
+        out = z1.new_empty(z1.shape[:-1] + (2 * z1.shape[-1],))
+        out.scatter_(-1, self.index1.expand(z1.shape), z1)
+        out.scatter_(-1, self.index2.expand(z2.shape), z2)
+        return out, 0
+
+    def forward(self, z):
+        return self._split(z)
+
+    def inverse(self, z):
+        return self._merge(z)
+
+
+class _Merge(_Split):
+    """normflows' ``Merge(mode)`` (``Split`` with the directions swapped), as :class:`_Split`."""
+
+    def forward(self, z):
+        return self._merge(z)
+
+    def inverse(self, z):
+        return self._split(z)
+
+
 def _coupling(mode: str, shape: Sequence[int], hidden: int, layers: int, clamp: float) -> nn.Module:
-    return nf.flows.AffineCouplingBlock(CouplingNet(*_split_channels(mode, shape), hidden, layers, clamp), scale=True,
-                                        scale_map="exp", split_mode=mode)
+    block = nf.flows.AffineCouplingBlock(CouplingNet(*_split_channels(mode, shape), hidden, layers, clamp),
+                                         scale=True, scale_map="exp", split_mode=mode)
+    # split and merge hold no parameters: replacing them leaves the state dict as it was
+    block.flows[0], block.flows[2] = _Split(mode, shape), _Merge(mode, shape)
+    return block
 
 
 def _split_modes(shape: Sequence[int], count: int, preference: Sequence[str]) -> list:

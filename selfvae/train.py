@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import cli, modes, shipped
+from . import cli, modes, runtime, shipped
 from .augment import augment
 from .checkpoint import CheckpointError, evaluated_weights, read_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import (AUGMENTATIONS, PRECISIONS, SCHEDULES, ModelConfig, TrainConfig, make_config,
@@ -46,6 +46,7 @@ from .datasets import Splits, load_splits, split_changes
 from .evaluation import elbo, evaluating, format_likelihood, likelihood, write_json
 from .images import save_grid, save_rows
 from .model import SelfVAE, build_model, parameter_counts
+from .nets import set_memory_format
 
 RUN_FILES = ("latest.pt", "best.pt", "log.jsonl", "eval.json")
 RUN_PICTURES = ("samples_", "reconstructions_")
@@ -114,6 +115,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="start a new run from the weights of a checkpoint or shipped model (its model config; "
                         "fresh optimiser, schedule and step count)")
     g.add_argument("--threads", type=cli.positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step's forward pass, networks channels-last (the same losses "
+                        "up to float rounding; ~1.4x the images/s of eager fp32 on this project's 2-core CPU, "
+                        "2x with --precision bf16; the first run on a machine spends ~3 minutes compiling, later "
+                        "runs load ~/.cache/selfvae/inductor). Not part of the run's config: a run may resume "
+                        "with or without it")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p.parse_args(argv)
 
@@ -349,6 +356,9 @@ def set_up(args: argparse.Namespace) -> Run:
             run.ema = WeightAverage(model, config.ema)
     if ddp.world > 1:
         run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    if getattr(args, "compile", False):
+        set_memory_format(model, torch.channels_last)
+        run.net = runtime.compile(run.net)
     return run
 
 

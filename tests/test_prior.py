@@ -148,3 +148,27 @@ def test_unsplittable_shape_is_rejected():
         RealNVPPrior((1, 3, 3))
     with pytest.raises(ValueError):
         RealNVPPrior((4, 2, 2)).log_prob(torch.randn(2, 4, 2, 3))
+
+
+@pytest.mark.parametrize("mode", ["checkerboard", "checkerboard_inv", "channel", "channel_inv"])
+@pytest.mark.parametrize("shape", [(3, 4, 6), (4, 2, 2), (1, 3, 8)])
+def test_split_and_merge_are_normflows_entry_for_entry(mode, shape):
+    """The flow's split / merge (a fixed gather for checkerboards) select exactly the entries, in
+    exactly the order, of normflows' Split / Merge, in both directions; merge inverts split."""
+    import normflows as nf
+
+    from selfvae.prior import _Merge, _Split
+
+    if (mode.startswith("checkerboard") and shape[2] % 2) or (mode.startswith("channel") and shape[0] < 2):
+        pytest.skip("a shape this mode cannot split (_split_modes never picks it)")
+    z = torch.randn((5,) + shape)
+    ours, theirs = _Split(mode, shape), nf.flows.Split(mode)
+    (a1, a2), _ = ours(z)
+    (b1, b2), _ = theirs(z)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert torch.equal(ours.inverse([a1, a2])[0], theirs.inverse([b1, b2])[0])
+    assert torch.equal(ours.inverse([a1, a2])[0], z)
+    merge, their_merge = _Merge(mode, shape), nf.flows.Merge(mode)
+    assert torch.equal(merge([a1, a2])[0], their_merge([b1, b2])[0])
+    assert all(torch.equal(p, q) for p, q in zip(merge.inverse(z)[0], their_merge.inverse(z)[0]))
+    assert not list(ours.state_dict())  # nothing new in checkpoints
