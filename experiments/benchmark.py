@@ -290,8 +290,9 @@ def main() -> None:
     here = os.path.abspath(__file__)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(here)) + os.pathsep +
            os.environ.get("PYTHONPATH", "")}
-    # a persistent compile cache: torch.compile pays its minutes once per machine, later runs load it
-    env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "selfvae", "inductor"))
+    # the persistent compile cache of selfvae.runtime, also for --baseline trees that predate it
+    from selfvae.runtime import COMPILE_CACHE
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", COMPILE_CACHE)
     env.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     print(f"torch {torch.__version__}, device {device}, {'bf16' if bf16 else 'fp32'}, batch {args.batch_size}, "
           f"{steps} timed steps after {warmup}; IW {args.iw_samples} samples on {iw_images} images", flush=True)
