@@ -7,6 +7,8 @@
     python experiments/benchmark.py --only small:3:32,paper:0:32 --original --baseline /tmp/base
                       # before/after side by side: the presets as they were (--original) and an
                       # older checkout's code (--baseline, e.g. `git worktree add /tmp/base <commit>`)
+    python experiments/benchmark.py --only paper:0:32,paper:1:32 --authors /path/to/srVAE
+                      # against the authors' published code (github.com/ioangatop/srVAE), side by side
 
 Each configuration runs in a fresh subprocess, so that its peak memory (resident set on the
 CPU, ``max_memory_allocated`` on CUDA) is its own. Training: forward + backward + AdaMax step
@@ -205,6 +207,10 @@ def plan(args: argparse.Namespace) -> List[Dict]:
     out, measured = [], set()
     for config in configs:
         key = (config["preset"], config["levels"], config["size"])
+        theirs = AUTHORS_PAIRS.get(key) if args.authors else None
+        if theirs and ("authors",) + key not in measured:  # the authors' model this preset is compared with
+            measured.add(("authors",) + key)
+            out.append({**config, "overrides": {}, "authors": theirs, "tree": args.authors})
         if args.baseline and key not in measured:  # the older code, its preset as it was, once per key
             measured.add(key)
             out.append({**config, "overrides": {}, "label": label, "tree": args.baseline})
@@ -214,6 +220,28 @@ def plan(args: argparse.Namespace) -> List[Dict]:
             overrides = {**original(config["preset"], config["levels"]), **config.get("overrides", {})}
             out.append({**config, "overrides": overrides, "label": "original"})
     return out
+
+
+# ``--authors``: the authors' published models (experiments/authors_step.py) and the configuration of ours each is
+# compared with, as in the speed issue: their CIFAR-10 VAE <-> our paper K = 0, their srVAE <-> our downscale K = 1.
+AUTHORS_PAIRS = {("paper", 0, 32): "VAE", ("paper", 1, 32): "srVAE"}
+
+
+def versus_authors(rows: List[Dict]) -> str:
+    """One line per row of ours that has an authors' row of the same K: the ratio of images/s."""
+    theirs = {r["K"]: r for r in rows if r["preset"] == "authors"}
+    lines = []
+    for r in rows:
+        other = theirs.get(r["K"])
+        if r["preset"] != "paper" or other is None or r["size"] != other["size"]:
+            continue
+        variant = r.get("label") or "+".join(f"{k}={v}" for k, v in (r.get("overrides") or {}).items()) or "preset"
+        lines.append(f"- paper K={r['K']} ({variant}, {r['precision']}{' compiled' if r['compiled'] else ''}): "
+                     f"{r['images_per_s']:.2f} images/s = {r['images_per_s'] / other['images_per_s']:.2f}x the "
+                     f"authors' {AUTHORS_PAIRS[('paper', r['K'], r['size'])]} ({other['images_per_s']:.2f}); "
+                     f"{r['gflop_per_image']:.1f} vs {other['gflop_per_image']:.1f} GFLOP/image, "
+                     f"{r['parameters'] / 1e6:.1f} M vs {other['parameters'] / 1e6:.1f} M parameters")
+    return "\n".join(lines)
 
 
 def parse_variant(text: str) -> Dict:
@@ -271,6 +299,9 @@ def main() -> None:
                    "before the networks narrowed at full resolution (constant width, one-scale flow)")
     p.add_argument("--baseline", default=None, help="a checkout of an older commit (git worktree): each "
                    "configuration is also measured with its code, its preset as it was, in the same run")
+    p.add_argument("--authors", default=None, help="a clone of the authors' code (github.com/ioangatop/srVAE): "
+                   "their VAE is measured beside paper:0:32 and their srVAE beside paper:1:32, in the same run, with "
+                   "the same batch and steps (experiments/authors_step.py; fp32, as their code runs)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.md and benchmark.json")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one configuration as JSON
@@ -303,6 +334,11 @@ def main() -> None:
         argv += (["--compile"] if config.get("compile", args.compile) else []) + (["--threads", str(args.threads)] if args.threads else [])
         tree = config.get("tree")
         run_env = env if tree is None else {**env, "PYTHONPATH": os.path.abspath(tree)}
+        if config.get("authors"):
+            argv = [sys.executable, os.path.join(os.path.dirname(here), "authors_step.py"), tree, "--model",
+                    config["authors"], "--device", args.device, "--batch-size", str(args.batch_size), "--steps",
+                    str(steps), "--warmup", str(warmup)] + (["--threads", str(args.threads)] if args.threads else [])
+            run_env = env
         done = subprocess.run(argv, capture_output=True, text=True, env=run_env)
         if done.returncode:
             print(f"{config}: failed\n{done.stderr[-2000:]}", flush=True)
@@ -314,6 +350,8 @@ def main() -> None:
               f"{r['images_per_s']:.1f} images/s, "
               f"{r['gflop_per_image']:.2f} GFLOP/image, IW-512 {r.get('iw_images_per_s', 0):.2f} images/s", flush=True)
     text = table(rows)
+    if args.authors:
+        text += "\n\nAgainst the authors' code, same machine, batch and steps:\n\n" + versus_authors(rows)
     write_report(args.out, "benchmark", text, rows)
 
 
