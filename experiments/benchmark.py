@@ -24,6 +24,7 @@ import argparse
 import inspect
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -327,6 +328,8 @@ def main() -> None:
     env.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     print(f"torch {torch.__version__}, device {device}, {'bf16' if bf16 else 'fp32'}, batch {args.batch_size}, "
           f"{steps} timed steps after {warmup}; IW {args.iw_samples} samples on {iw_images} images", flush=True)
+    machine = machine_line(device)
+    print(machine, flush=True)
     for config in plan(args):
         argv = [sys.executable, here, "--one", json.dumps(config), "--device", args.device, "--batch-size",
                 str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup), "--iw-images", str(iw_images),
@@ -349,10 +352,28 @@ def main() -> None:
               f"{r['parameters'] / 1e6:.2f} M parameters, first step {r['first_step_s']:.1f} s, "
               f"{r['images_per_s']:.1f} images/s, "
               f"{r['gflop_per_image']:.2f} GFLOP/image, IW-512 {r.get('iw_images_per_s', 0):.2f} images/s", flush=True)
-    text = table(rows)
+    text = machine + "\n\n" + table(rows)
     if args.authors:
         text += "\n\nAgainst the authors' code, same machine, batch and steps:\n\n" + versus_authors(rows)
     write_report(args.out, "benchmark", text, rows)
+
+
+def machine_line(device: torch.device) -> str:
+    """What the figures were measured on: the GPU's name, or the CPU's vector instructions, whether
+    oneDNN has bf16 kernels for it (without them bf16 rows run several times slower than fp32) and
+    the threads torch uses."""
+    if device.type == "cuda":
+        return f"device: {torch.cuda.get_device_name(device)}"
+    from selfvae.runtime import cpu_bf16_units
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return (f"CPU: {name}, {torch.backends.cpu.get_cpu_capability()}, "
+            f"bf16 kernels {'yes' if cpu_bf16_units() else 'no'}, {torch.get_num_threads()} threads")
 
 
 if __name__ == "__main__":
