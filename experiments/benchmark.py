@@ -24,7 +24,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -364,16 +363,10 @@ def machine_line(device: torch.device) -> str:
     the threads torch uses."""
     if device.type == "cuda":
         return f"device: {torch.cuda.get_device_name(device)}"
-    from selfvae.runtime import cpu_bf16_units
+    from selfvae.runtime import cpu_bf16_kernels, cpu_name
 
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return (f"CPU: {name}, {torch.backends.cpu.get_cpu_capability()}, "
-            f"bf16 kernels {'yes' if cpu_bf16_units() else 'no'}, {torch.get_num_threads()} threads")
+    return (f"CPU: {cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, "
+            f"bf16 kernels {'yes' if cpu_bf16_kernels() else 'no'}, {torch.get_num_threads()} threads")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import modes
+from . import modes, runtime
 from .metrics import psnr, ssim
 from .model import SelfVAE, nats_to_bpd
 
@@ -296,7 +295,7 @@ def generation_time(model: SelfVAE, device: torch.device, batch: int = 32, repea
             "min_s": min(times), "max_s": max(times), "mean_s": statistics.fmean(times),
             "std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
             "images_per_s": batch / median if median > 0 else None, "device": str(device),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or None}
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": runtime.cpu_name()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

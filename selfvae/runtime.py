@@ -18,12 +18,16 @@ where the C library is not glibc.
 the compilation's minutes once: on the 2-core CPU the small preset's training step compiled in
 115-180 s the first time and loaded in 24-30 s in later processes (``experiments/benchmark.py
 --compile``).
+
+:func:`cpu_name` and :func:`cpu_bf16_kernels`: what a timed run records of the CPU, and whether
+bf16 autocast pays on it (``train`` warns where it does not).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -81,7 +85,20 @@ def compile(fn):  # noqa: A001 - the one entry point for torch.compile in this p
     return torch.compile(fn)
 
 
-def cpu_bf16_units() -> bool:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name`` on Linux; elsewhere what
+    :func:`platform.processor` knows, else the architecture), for the records of timed runs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_bf16_kernels() -> bool:
     """Whether oneDNN has bfloat16 kernels for this CPU: AVX-512 (natively with its BF16
     instructions or AMX; emulated with plain AVX-512), as ``torch.ops.mkldnn._is_mkldnn_bf16_supported``.
 
@@ -92,6 +109,5 @@ def cpu_bf16_units() -> bool:
 
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN: ask for the instructions themselves
-        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        return any(probe() for probe in probes if probe is not None)
+    except (AttributeError, RuntimeError):  # a build without the query: the same condition, asked directly
+        return bool(getattr(torch.cpu, "_is_avx512_supported", lambda: False)())

@@ -118,7 +118,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step's forward pass, networks channels-last (the same losses "
                         "up to float rounding; on 2 CPU cores ~1.4x the images/s of eager fp32 with AVX-512, "
-                        "2x with --precision bf16 where the CPU has bf16 units, 1.1x on AVX2; the first run on a "
+                        "2x with --precision bf16 where oneDNN has bf16 kernels, 1.1x on AVX2; the first run on a "
                         "machine spends 2-7 minutes compiling, later runs load ~/.cache/selfvae/inductor). Not "
                         "part of the run's config: a run may resume with or without it")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -367,9 +367,9 @@ def set_up(args: argparse.Namespace) -> Run:
 
 def precision_warning(device: torch.device, precision: str) -> Optional[str]:
     """Why ``precision`` is a poor choice on ``device``, or None: bf16 autocast on a CPU for which
-    oneDNN has no bf16 kernels (:func:`selfvae.runtime.cpu_bf16_units`) runs several times slower
+    oneDNN has no bf16 kernels (:func:`selfvae.runtime.cpu_bf16_kernels`) runs several times slower
     than fp32. A warning, not an error: the figures are still right."""
-    if precision != "bf16" or device.type != "cpu" or runtime.cpu_bf16_units():
+    if precision != "bf16" or device.type != "cpu" or runtime.cpu_bf16_kernels():
         return None
     return ("--precision bf16 on a CPU without bf16 kernels (no AVX-512): autocast runs several times "
             "slower than fp32 here (7x for the small preset on 2 AVX2 cores); --precision fp32 is the "

@@ -230,7 +230,7 @@ def test_bf16_autocast_trains_like_fp32(tiny_cifar, tmp_path):
     """The bf16 autocast path (the default on CUDA) exercised on CPU: likelihoods and the prior stay
     in float32 inside, so the figures are finite, no step is skipped, and after the same short run
     the test ELBO is within 0.02 bpd of the fp32 run's."""
-    from selfvae.runtime import cpu_bf16_units
+    from selfvae.runtime import cpu_bf16_kernels
 
     reports = {}
     for precision in ("bf16", "fp32"):
@@ -239,7 +239,7 @@ def test_bf16_autocast_trains_like_fp32(tiny_cifar, tmp_path):
         reports[precision] = json.loads((tmp_path / precision / "eval.json").read_text())
         # the slow-bf16 warning is printed exactly when this CPU lacks bf16 kernels, and only for bf16
         warned = "without bf16 kernels" in result.stderr
-        assert warned == (precision == "bf16" and not cpu_bf16_units()), result.stderr
+        assert warned == (precision == "bf16" and not cpu_bf16_kernels()), result.stderr
     report = reports["bf16"]
     assert report["train"]["precision"] == "bf16" and report["skipped_steps"] == 0
     assert all(math.isfinite(v) for v in [report["elbo_bpd"], report["iw_bpd"], *report["terms_bpd"].values()])
@@ -314,14 +314,14 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_warned_about(monkeypatch):
 
     probes = torch.cpu
     if probes._is_avx512_bf16_supported() or probes._is_amx_tile_supported():
-        assert runtime.cpu_bf16_units()
+        assert runtime.cpu_bf16_kernels()
     if not probes._is_avx512_supported():
-        assert not runtime.cpu_bf16_units()
+        assert not runtime.cpu_bf16_kernels()
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_bf16_kernels", lambda: False)
     assert "several times slower than fp32" in train.precision_warning(cpu, "bf16")
     assert train.precision_warning(cpu, "fp32") is None and train.precision_warning(cuda, "bf16") is None
-    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_bf16_kernels", lambda: True)
     assert train.precision_warning(cpu, "bf16") is None
 
 
